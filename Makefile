@@ -1,0 +1,50 @@
+# Ambient mesh: build, test, demo. `make help` lists the targets.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# The Rust target directory lives outside the clone so a machine keeps it warm between runs.
+CACHE_DIR ?= /var/cache/ambient-mesh
+export CARGO_TARGET_DIR ?= $(shell if mkdir -p $(CACHE_DIR)/target 2>/dev/null && [ -w $(CACHE_DIR)/target ]; then echo $(CACHE_DIR)/target; else echo $(CURDIR)/target; fi)
+export CARGO_TERM_COLOR ?= never
+CARGO ?= cargo
+BIN_DIR := $(CARGO_TARGET_DIR)/debug
+
+.PHONY: help
+help: ## Show this help
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+.PHONY: deps
+deps: ## Install what the build and tests need (Debian packages, Rust components)
+	@scripts/install-deps.sh
+
+.PHONY: build
+build: deps ## Build every binary
+	$(CARGO) build --workspace --bins
+
+.PHONY: fmt
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+.PHONY: lint
+lint: deps ## cargo fmt --check and clippy with -D warnings
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+.PHONY: test
+test: deps lint ## Everything CI runs: lint, then every test (needs root for the netns tiers)
+	$(CARGO) build --workspace --bins
+	$(CARGO) test --workspace --no-fail-fast
+
+.PHONY: demo
+demo: deps ## The main job: run the local ambient mesh demo (root)
+	$(CARGO) build --workspace --bins
+	MESH_BIN_DIR=$(BIN_DIR) scripts/demo.sh
+
+.PHONY: bench
+bench: deps ## criterion micro-benchmarks
+	$(CARGO) bench --workspace
+
+.PHONY: clean
+clean: ## Remove build output
+	$(CARGO) clean

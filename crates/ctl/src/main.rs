@@ -1,0 +1,8 @@
+//! `meshctl`: the operator CLI of the ambient mesh.
+
+use clap::Parser;
+
+fn main() -> anyhow::Result<()> {
+    let args = meshctl::cli::Args::parse();
+    meshctl::app::main(args)
+}

@@ -1,0 +1,5 @@
+//! Every wire protocol of the mesh: the protobuf messages and gRPC services (workload discovery,
+//! authorization, CA, ZDS, waypoint configuration), a delta-xDS client and server core, and HBONE.
+
+pub mod proto;
+pub mod telemetry;

@@ -1,0 +1,1 @@
+//! Helpers for the mesh's tests. Not shipped.
