@@ -189,7 +189,10 @@ impl WorkloadCertificate {
 
 /// PEM-encodes one DER certificate.
 pub fn der_to_pem(der: &[u8]) -> String {
-    pem::encode(&pem::Pem::new("CERTIFICATE", der.to_vec()))
+    pem::encode_config(
+        &pem::Pem::new("CERTIFICATE", der.to_vec()),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
 }
 
 /// Parses every CERTIFICATE block of every string.

@@ -1,0 +1,25 @@
+//! `mesh-echo`: the test application the demo and the end-to-end tests run inside pods.
+//!
+//! - `mesh-echo server --tcp PORT --http PORT [--name POD]`: a TCP echo server and an HTTP/1.1
+//!   server whose JSON body names the pod, the method, the path and the request headers;
+//!   `/status/<code>` answers with that status code.
+//! - `mesh-echo client tcp ADDR --message X`: sends X, prints the echoed reply, fails clearly
+//!   when the connection is refused, reset or closed before the whole echo came back.
+//! - `mesh-echo client http URL`: prints the status and the body; non-2xx exits with code 22.
+
+pub mod cli;
+pub mod client;
+pub mod server;
+
+/// Errors of the echo server.
+#[derive(Debug, thiserror::Error)]
+pub enum EchoError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("nothing to serve: give at least one --tcp or --http port")]
+    NoListeners,
+}

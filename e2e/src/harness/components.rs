@@ -1,0 +1,244 @@
+//! How the harness starts the mesh components: their command lines, files and probe URLs. This
+//! file is the contract between the harness and the binaries (see also the ztunnel command line
+//! contract); the flags a binary is expected to accept are checked against its `--help` before a
+//! cluster starts, so a mismatch is reported up front by name.
+//!
+//! - istiod, in the underlay netns (it binds the default ports on every address there):
+//!   `istiod --config-dir DIR --ca-dir DIR --node-tokens-file FILE --trust-domain TD`
+//!   CA root written to `<ca-dir>/root-cert.pem`; readiness `GET http://<underlay>:15014/ready`.
+//!   The node tokens file is YAML, node name to bearer token: `node1: 3f9c...`.
+//! - cni-agent, in each node netns:
+//!   `cni-agent --node-name N --config-dir DIR --cni-conf-dir DIR --cni-bin-dir DIR
+//!    --zds-socket PATH --agent-socket PATH`
+//!   It installs `mesh-cni` into the CNI bin dir and appends a plugin of type `mesh-cni`
+//!   (with `agentSocket`) to the node's conflist; that entry is its readiness signal here.
+//! - ztunnel, in each node netns, per the ztunnel contract: `--node-name`, `--xds-address
+//!   https://<underlay>:15012`, `--ca-root-file`, `--token-file`, `--trust-domain`,
+//!   `--zds-socket`, `--admin-address 127.0.0.1:15000`, `--metrics-address 0.0.0.0:15020`,
+//!   `--readiness-address 0.0.0.0:15021`; readiness `GET http://<node>:15021/healthz/ready`.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::cmd;
+
+/// Plugin type the cni-agent chains into the conflist.
+pub const MESH_CNI_TYPE: &str = "mesh-cni";
+pub const ISTIOD_XDS_PLAINTEXT_PORT: u16 = 15010;
+pub const ISTIOD_XDS_TLS_PORT: u16 = 15012;
+pub const ISTIOD_MONITORING_PORT: u16 = 15014;
+pub const ZTUNNEL_ADMIN_PORT: u16 = 15000;
+pub const ZTUNNEL_METRICS_PORT: u16 = 15020;
+pub const ZTUNNEL_READINESS_PORT: u16 = 15021;
+/// Ports ztunnel binds inside an enrolled pod's netns.
+pub const ZTUNNEL_POD_PORTS: &[u16] = &[15001, 15006, 15008];
+
+/// istiod's files.
+#[derive(Debug, Clone)]
+pub struct IstiodFiles {
+    pub config_dir: PathBuf,
+    pub ca_dir: PathBuf,
+    pub tokens_file: PathBuf,
+    pub log: PathBuf,
+}
+
+impl IstiodFiles {
+    pub fn root_cert(&self) -> PathBuf {
+        self.ca_dir.join("root-cert.pem")
+    }
+}
+
+pub fn istiod_args(f: &IstiodFiles, trust_domain: &str, log_level: &str) -> Vec<String> {
+    vec![
+        "--config-dir".into(),
+        f.config_dir.display().to_string(),
+        "--ca-dir".into(),
+        f.ca_dir.display().to_string(),
+        "--node-tokens-file".into(),
+        f.tokens_file.display().to_string(),
+        "--trust-domain".into(),
+        trust_domain.into(),
+        "--log-format".into(),
+        "plain".into(),
+        "--log-level".into(),
+        log_level.into(),
+    ]
+}
+
+pub fn istiod_ready_url(ip: Ipv4Addr) -> String {
+    format!("http://{ip}:{ISTIOD_MONITORING_PORT}/ready")
+}
+
+/// The node tokens file: YAML mapping node name to token.
+pub fn node_tokens_yaml(tokens: &[(String, String)]) -> String {
+    tokens
+        .iter()
+        .map(|(node, token)| format!("{node}: \"{token}\"\n"))
+        .collect()
+}
+
+/// A random bearer token.
+pub fn random_token() -> String {
+    (0..4)
+        .map(|_| format!("{:016x}", rand::random::<u64>()))
+        .collect()
+}
+
+/// One node's component files.
+#[derive(Debug, Clone)]
+pub struct NodeFiles {
+    pub node_name: String,
+    pub node_ip: Ipv4Addr,
+    pub cni_conf_dir: PathBuf,
+    pub cni_bin_dir: PathBuf,
+    pub zds_socket: PathBuf,
+    pub agent_socket: PathBuf,
+    pub token_file: PathBuf,
+    pub agent_log: PathBuf,
+    pub ztunnel_log: PathBuf,
+}
+
+pub fn cni_agent_args(n: &NodeFiles, config_dir: &Path, log_level: &str) -> Vec<String> {
+    vec![
+        "--node-name".into(),
+        n.node_name.clone(),
+        "--config-dir".into(),
+        config_dir.display().to_string(),
+        "--cni-conf-dir".into(),
+        n.cni_conf_dir.display().to_string(),
+        "--cni-bin-dir".into(),
+        n.cni_bin_dir.display().to_string(),
+        "--zds-socket".into(),
+        n.zds_socket.display().to_string(),
+        "--agent-socket".into(),
+        n.agent_socket.display().to_string(),
+        "--log-format".into(),
+        "plain".into(),
+        "--log-level".into(),
+        log_level.into(),
+    ]
+}
+
+pub fn ztunnel_args(
+    n: &NodeFiles,
+    istiod_ip: Ipv4Addr,
+    root_cert: &Path,
+    trust_domain: &str,
+    log_level: &str,
+) -> Vec<String> {
+    vec![
+        "--node-name".into(),
+        n.node_name.clone(),
+        "--xds-address".into(),
+        format!("https://{istiod_ip}:{ISTIOD_XDS_TLS_PORT}"),
+        "--ca-root-file".into(),
+        root_cert.display().to_string(),
+        "--token-file".into(),
+        n.token_file.display().to_string(),
+        "--trust-domain".into(),
+        trust_domain.into(),
+        "--zds-socket".into(),
+        n.zds_socket.display().to_string(),
+        "--admin-address".into(),
+        format!("127.0.0.1:{ZTUNNEL_ADMIN_PORT}"),
+        "--metrics-address".into(),
+        format!("0.0.0.0:{ZTUNNEL_METRICS_PORT}"),
+        "--readiness-address".into(),
+        format!("0.0.0.0:{ZTUNNEL_READINESS_PORT}"),
+        "--log-format".into(),
+        "plain".into(),
+        "--log-level".into(),
+        log_level.into(),
+    ]
+}
+
+pub fn ztunnel_ready_url(node_ip: Ipv4Addr) -> String {
+    format!("http://{node_ip}:{ZTUNNEL_READINESS_PORT}/healthz/ready")
+}
+
+pub fn ztunnel_metrics_url(node_ip: Ipv4Addr) -> String {
+    format!("http://{node_ip}:{ZTUNNEL_METRICS_PORT}/metrics")
+}
+
+pub fn ztunnel_config_dump_url() -> String {
+    format!("http://127.0.0.1:{ZTUNNEL_ADMIN_PORT}/config_dump")
+}
+
+/// Long flags (`--name`) mentioned in a `--help` text.
+pub fn flags_in_help(help: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for word in help.split(|c: char| c.is_whitespace() || matches!(c, ',' | '[' | ']' | '=' | '<')) {
+        if let Some(rest) = word.strip_prefix("--") {
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                .collect();
+            if !name.is_empty() {
+                out.insert(format!("--{name}"));
+            }
+        }
+    }
+    out
+}
+
+/// The `--flags` of `args` that `binary --help` does not mention (empty when all are known, or
+/// when the help cannot be read: then the start itself will tell).
+pub fn unknown_flags(binary: &Path, args: &[String]) -> Vec<String> {
+    let Ok(out) = cmd::run(Command::new(binary).arg("--help"), cmd::DEFAULT_TIMEOUT) else {
+        return Vec::new();
+    };
+    let known = flags_in_help(&format!("{}\n{}", out.stdout, out.stderr));
+    if known.is_empty() {
+        return Vec::new();
+    }
+    args.iter()
+        .filter(|a| a.starts_with("--"))
+        .filter(|a| !known.contains(a.split('=').next().unwrap_or(a)))
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_flags_in_clap_help() {
+        let help = "Usage: ztunnel [OPTIONS] --node-name <NODE_NAME>\n\nOptions:\n      --node-name <NODE_NAME>\n          Name [env: NODE_NAME=]\n      --xds-address <XDS_ADDRESS>\n  -h, --help\n";
+        let flags = flags_in_help(help);
+        assert!(flags.contains("--node-name"));
+        assert!(flags.contains("--xds-address"));
+        assert!(flags.contains("--help"));
+        assert!(!flags.contains("--"));
+    }
+
+    #[test]
+    fn ztunnel_gets_the_contract_flags() {
+        let n = NodeFiles {
+            node_name: "node1".into(),
+            node_ip: Ipv4Addr::new(172, 18, 3, 11),
+            cni_conf_dir: "/c".into(),
+            cni_bin_dir: "/b".into(),
+            zds_socket: "/run/ambient-mesh/x/node1/ztunnel.sock".into(),
+            agent_socket: "/run/ambient-mesh/x/node1/agent.sock".into(),
+            token_file: "/t".into(),
+            agent_log: "/a.log".into(),
+            ztunnel_log: "/z.log".into(),
+        };
+        let args = ztunnel_args(&n, Ipv4Addr::new(172, 18, 3, 1), Path::new("/ca/root-cert.pem"), "cluster.local", "info");
+        let joined = args.join(" ");
+        for expect in [
+            "--node-name node1",
+            "--xds-address https://172.18.3.1:15012",
+            "--ca-root-file /ca/root-cert.pem",
+            "--zds-socket /run/ambient-mesh/x/node1/ztunnel.sock",
+            "--metrics-address 0.0.0.0:15020",
+        ] {
+            assert!(joined.contains(expect), "{joined} lacks {expect}");
+        }
+        assert_eq!(node_tokens_yaml(&[("node1".into(), "ab".into())]), "node1: \"ab\"\n");
+        assert_eq!(random_token().len(), 64);
+    }
+}
