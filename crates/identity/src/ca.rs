@@ -33,7 +33,9 @@ const ROOT_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
-    #[error("invalid trust domain {0:?}: only lowercase letters, digits, '.', '-' and '_' are allowed")]
+    #[error(
+        "invalid trust domain {0:?}: only lowercase letters, digits, '.', '-' and '_' are allowed"
+    )]
     InvalidTrustDomain(String),
     #[error("could not create the root certificate: {0}")]
     Generate(rcgen::Error),

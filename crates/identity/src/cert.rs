@@ -261,7 +261,8 @@ fn render_name(name: &GeneralName<'_>) -> String {
 }
 
 fn parse_x509(der: &[u8]) -> Result<X509Certificate<'_>, CertError> {
-    let (rest, cert) = X509Certificate::from_der(der).map_err(|e| CertError::X509(e.to_string()))?;
+    let (rest, cert) =
+        X509Certificate::from_der(der).map_err(|e| CertError::X509(e.to_string()))?;
     if !rest.is_empty() {
         return Err(CertError::X509("trailing data after certificate".into()));
     }

@@ -224,7 +224,11 @@ impl CertificateManager {
         Self::with_config(ca, roots_pem, ManagerConfig::default())
     }
 
-    pub fn with_config(ca: Arc<dyn CaClient>, roots_pem: Vec<String>, config: ManagerConfig) -> Self {
+    pub fn with_config(
+        ca: Arc<dyn CaClient>,
+        roots_pem: Vec<String>,
+        config: ManagerConfig,
+    ) -> Self {
         CertificateManager {
             inner: Arc::new(Inner {
                 ca,

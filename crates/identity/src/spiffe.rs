@@ -19,7 +19,9 @@ pub enum SpiffeError {
     InvalidTrustDomain { input: String, trust_domain: String },
     #[error("SPIFFE id {input:?} must not contain a query, fragment, port or user info")]
     ForbiddenComponent { input: String },
-    #[error("SPIFFE id {input:?} must have the path /ns/<namespace>/sa/<service-account>, found {path:?}")]
+    #[error(
+        "SPIFFE id {input:?} must have the path /ns/<namespace>/sa/<service-account>, found {path:?}"
+    )]
     WrongPath { input: String, path: String },
     #[error(
         "SPIFFE id {input:?} has an invalid {what} {value:?}: it must be non-empty, not '.' or \
@@ -112,7 +114,11 @@ impl FromStr for Identity {
             input: owned(),
             path: path.to_string(),
         };
-        let parts: Vec<&str> = path.strip_prefix('/').ok_or_else(wrong_path)?.split('/').collect();
+        let parts: Vec<&str> = path
+            .strip_prefix('/')
+            .ok_or_else(wrong_path)?
+            .split('/')
+            .collect();
         let [ns_key, ns, sa_key, sa] = parts.as_slice() else {
             return Err(wrong_path());
         };

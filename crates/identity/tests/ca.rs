@@ -50,7 +50,10 @@ fn signed_leaf_carries_exactly_the_uri_san_and_chains_to_the_root() {
     );
 
     let (_, leaf) = X509Certificate::from_der(&leaf_der).unwrap();
-    let bc = leaf.basic_constraints().unwrap().expect("basic constraints");
+    let bc = leaf
+        .basic_constraints()
+        .unwrap()
+        .expect("basic constraints");
     assert!(!bc.value.ca, "leaf must not be a CA");
     let ku = leaf.key_usage().unwrap().expect("key usage").value;
     assert!(ku.digital_signature() && ku.key_encipherment());
@@ -59,16 +62,28 @@ fn signed_leaf_carries_exactly_the_uri_san_and_chains_to_the_root() {
     assert!(eku.server_auth && eku.client_auth);
     let nb = leaf.validity().not_before.timestamp();
     let na = leaf.validity().not_after.timestamp();
-    let now = before.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() as i64;
-    assert!(nb < now - 60, "not_before {nb} should be backdated from {now} for skew");
-    assert!((na - (now + 3600)).abs() <= 5, "not_after {na} should be about now + ttl");
+    let now = before
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(
+        nb < now - 60,
+        "not_before {nb} should be backdated from {now} for skew"
+    );
+    assert!(
+        (na - (now + 3600)).abs() <= 5,
+        "not_after {na} should be about now + ttl"
+    );
 
     // The chain verifies for both TLS roles against the root, and the key matches.
     let cert = WorkloadCertificate::from_pem(&chain, &bundle.key_pem, &[ca.root_pem()]).unwrap();
     assert_eq!(cert.identity(), &web);
     let verifier =
         SpiffeVerifier::new(&[ca.root_der()], PeerPolicy::only(web.clone()), &provider()).unwrap();
-    for usage in [webpki::KeyUsage::server_auth(), webpki::KeyUsage::client_auth()] {
+    for usage in [
+        webpki::KeyUsage::server_auth(),
+        webpki::KeyUsage::client_auth(),
+    ] {
         let seen = verifier
             .verify_peer(&cert.chain()[0], &cert.chain()[1..], UnixTime::now(), usage)
             .unwrap();
@@ -93,19 +108,29 @@ fn signed_leaf_carries_exactly_the_uri_san_and_chains_to_the_root() {
 fn csr_with_dns_san_is_refused() {
     let ca = ca(TD);
     let err = ca
-        .sign_csr(&csr_with(vec![dns("evil.example.com")]), &id(TD, "web"), TTL)
+        .sign_csr(
+            &csr_with(vec![dns("evil.example.com")]),
+            &id(TD, "web"),
+            TTL,
+        )
         .unwrap_err();
     assert!(matches!(err, CaError::ForbiddenSan { .. }), "{err:?}");
     let msg = err.to_string();
     assert!(msg.contains("DNS:evil.example.com"), "{msg}");
-    assert!(msg.contains("spiffe://cluster.local/ns/default/sa/web"), "{msg}");
+    assert!(
+        msg.contains("spiffe://cluster.local/ns/default/sa/web"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn csr_with_an_extra_san_is_refused() {
     let ca = ca(TD);
     let web = id(TD, "web");
-    for extra in [uri("spiffe://cluster.local/ns/default/sa/admin"), dns("web.local")] {
+    for extra in [
+        uri("spiffe://cluster.local/ns/default/sa/admin"),
+        dns("web.local"),
+    ] {
         let csr = csr_with(vec![uri(&web.uri()), extra]);
         let err = ca.sign_csr(&csr, &web, TTL).unwrap_err();
         let msg = err.to_string();
@@ -132,7 +157,10 @@ fn csr_without_san_or_outside_the_trust_domain_or_garbled_is_refused() {
     let ca = ca(TD);
     let web = id(TD, "web");
     let err = ca.sign_csr(&csr_with(vec![]), &web, TTL).unwrap_err();
-    assert!(err.to_string().contains("no subject alternative name"), "{err}");
+    assert!(
+        err.to_string().contains("no subject alternative name"),
+        "{err}"
+    );
 
     let foreign = id("other.example", "web");
     let csr = generate_csr(&foreign).unwrap().csr_pem;
@@ -165,7 +193,10 @@ fn load_or_create_persists_the_root_with_private_permissions() {
     let path = dir.path().join("ca");
     let created = CertificateAuthority::load_or_create(&path, TD).unwrap();
     for file in [ROOT_CERT_FILE, ROOT_KEY_FILE] {
-        let mode = std::fs::metadata(path.join(file)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(path.join(file))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600, "{file} has mode {mode:o}");
     }
 
@@ -185,14 +216,23 @@ fn load_or_create_refuses_partial_or_mismatched_material() {
     CertificateAuthority::load_or_create(other.path(), TD).unwrap();
 
     // A key from another root.
-    std::fs::copy(other.path().join(ROOT_KEY_FILE), dir.path().join(ROOT_KEY_FILE)).unwrap();
+    std::fs::copy(
+        other.path().join(ROOT_KEY_FILE),
+        dir.path().join(ROOT_KEY_FILE),
+    )
+    .unwrap();
     let err = CertificateAuthority::load_or_create(dir.path(), TD).unwrap_err();
-    assert!(err.to_string().contains("does not match the root certificate"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("does not match the root certificate"),
+        "{err}"
+    );
 
     std::fs::remove_file(dir.path().join(ROOT_KEY_FILE)).unwrap();
     let err = CertificateAuthority::load_or_create(dir.path(), TD).unwrap_err();
     assert!(
-        err.to_string().contains("holds root-cert.pem but not root-key.pem"),
+        err.to_string()
+            .contains("holds root-cert.pem but not root-key.pem"),
         "{err}"
     );
 

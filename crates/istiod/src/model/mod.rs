@@ -93,7 +93,7 @@ impl Model {
             sources: Some(&snapshot.sources),
             list: Vec::new(),
         };
-        let services = service::ServiceIndex::build(snapshot, cfg);
+        let services = service::ServiceIndex::build(snapshot, cfg, &mut issues);
         let policies = policy::compile_all(snapshot, cfg, &mut issues);
         let peer_auth = peer_auth::PeerAuthIndex::build(snapshot, cfg, &mut issues);
 

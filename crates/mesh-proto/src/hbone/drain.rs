@@ -1,5 +1,7 @@
 //! Graceful-shutdown signal shared by listeners, connections and streams.
 
+use std::future::Future;
+
 use tokio::sync::watch;
 
 /// Starts a drain and waits for it to finish. Dropping the trigger also signals the drain.
@@ -35,10 +37,11 @@ impl Drain {
 }
 
 impl DrainTrigger {
-    /// Signals every holder, then waits until all `Drain` handles have been dropped.
-    pub async fn drain(self) {
+    /// Signals every holder at once, and returns a future that completes when all `Drain`
+    /// handles have been dropped.
+    pub fn drain(self) -> impl Future<Output = ()> + Send + 'static {
         self.tx.send_replace(true);
-        self.tx.closed().await;
+        async move { self.tx.closed().await }
     }
 }
 

@@ -204,9 +204,9 @@ impl Pool {
             match client::open_stream(send, authority, headers.clone(), info, Some(slot)).await {
                 Ok(stream) => return Ok(stream),
                 Err(HboneError::H2(e)) if stream_never_started(&e) => {
-                    if e.is_go_away() || e.is_io() {
-                        self.inner.retire(&conn, ConnState::Closed);
-                    }
+                    // The connection is going away or refusing streams: leave it to finish the
+                    // streams it has and use another one.
+                    self.inner.retire(&conn, ConnState::Closed);
                     tracing::debug!(error = %e, conn = conn.id, "retrying CONNECT on another connection");
                     last_error = Some(HboneError::H2(e));
                 }

@@ -76,7 +76,7 @@ impl StreamState {
                 // Record changes from now on, before the initial state is read.
                 watch.add_interest(&type_url);
                 let ts = e.insert(TypeState {
-                    known: req.initial_resource_versions,
+                    known: Default::default(),
                     full: true,
                     ..TypeState::default()
                 });

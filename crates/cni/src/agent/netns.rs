@@ -1,0 +1,208 @@
+//! Pod network namespaces: opening them (checking what they are), running code inside them on a
+//! dedicated thread, and finding the one that holds an address.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io;
+use std::net::IpAddr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use nix::sched::CloneFlags;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetnsError {
+    #[error("cannot open network namespace {path}: {source}")]
+    Open { path: PathBuf, source: io::Error },
+    #[error("{0} is not a network namespace")]
+    NotNetns(PathBuf),
+    #[error("network namespace {path} changed (inode {found}, recorded {expected})")]
+    Changed {
+        path: PathBuf,
+        found: u64,
+        expected: u64,
+    },
+    #[error("cannot enter network namespace {path}: {source}")]
+    Enter { path: PathBuf, source: nix::Error },
+    #[error("cannot list the addresses in {path}: {source}")]
+    Addresses { path: PathBuf, source: nix::Error },
+    #[error("the thread working in network namespace {0} panicked")]
+    Panicked(PathBuf),
+}
+
+/// An open network namespace: the descriptor pins it, whatever happens to `path` afterwards.
+#[derive(Debug)]
+pub struct Netns {
+    path: PathBuf,
+    fd: OwnedFd,
+    inode: u64,
+}
+
+impl Netns {
+    /// Opens `path` (a `/var/run/netns/*` bind mount, `/proc/PID/ns/net`, ...).
+    pub fn open(path: impl Into<PathBuf>) -> Result<Self, NetnsError> {
+        let path = path.into();
+        let open_err = |source| NetnsError::Open {
+            path: path.clone(),
+            source,
+        };
+        let file = File::open(&path).map_err(open_err)?;
+        let inode = file.metadata().map_err(open_err)?.ino();
+        let fd = OwnedFd::from(file);
+        // The magic link of a namespace descriptor reads `net:[INODE]`.
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+            .map_err(open_err)?;
+        if !link.to_string_lossy().starts_with("net:[") {
+            return Err(NetnsError::NotNetns(path));
+        }
+        Ok(Self { path, fd, inode })
+    }
+
+    /// Opens `path` and checks it is still the namespace recorded as `inode` (when known).
+    pub fn open_expecting(path: &Path, inode: Option<u64>) -> Result<Self, NetnsError> {
+        let ns = Self::open(path)?;
+        match inode {
+            Some(expected) if expected != ns.inode => Err(NetnsError::Changed {
+                path: path.to_path_buf(),
+                found: ns.inode,
+                expected,
+            }),
+            _ => Ok(ns),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The namespace's inode: its identity on this host.
+    pub fn inode(&self) -> u64 {
+        self.inode
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// A second descriptor for the same namespace (to hand to ztunnel).
+    pub fn try_clone_fd(&self) -> io::Result<OwnedFd> {
+        self.fd.try_clone()
+    }
+
+    /// Runs `f` on a new thread that has entered this namespace; processes spawned by `f` start
+    /// in it too. The calling thread is untouched.
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T, NetnsError> {
+        std::thread::scope(|scope| {
+            let worker = std::thread::Builder::new()
+                .name("netns".into())
+                .spawn_scoped(scope, || {
+                    nix::sched::setns(self.fd.as_fd(), CloneFlags::CLONE_NEWNET).map_err(
+                        |source| NetnsError::Enter {
+                            path: self.path.clone(),
+                            source,
+                        },
+                    )?;
+                    Ok(f())
+                })
+                .map_err(|source| NetnsError::Open {
+                    path: self.path.clone(),
+                    source,
+                })?;
+            worker
+                .join()
+                .map_err(|_| NetnsError::Panicked(self.path.clone()))?
+        })
+    }
+
+    /// The addresses configured on the namespace's interfaces.
+    pub fn addresses(&self) -> Result<Vec<IpAddr>, NetnsError> {
+        let found = self.run(|| {
+            nix::ifaddrs::getifaddrs().map(|addrs| {
+                addrs
+                    .filter_map(|a| a.address)
+                    .filter_map(|a| {
+                        if let Some(v4) = a.as_sockaddr_in() {
+                            Some(IpAddr::V4(v4.ip()))
+                        } else {
+                            a.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })?;
+        found.map_err(|source| NetnsError::Addresses {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+/// Candidate namespace paths: the entries of `netns_dir` and, when `scan_proc`, every
+/// `/proc/PID/ns/net`; one path per namespace, without this process's own.
+pub fn candidates(netns_dir: &Path, scan_proc: bool) -> Vec<PathBuf> {
+    let mut seen = BTreeSet::new();
+    if let Ok(own) = std::fs::metadata("/proc/self/ns/net") {
+        seen.insert(own.ino());
+    }
+    let mut paths: Vec<PathBuf> = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(netns_dir) {
+        let mut named: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+        named.sort();
+        paths.extend(named);
+    }
+    if scan_proc && let Ok(entries) = std::fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let name = e.file_name();
+            if name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+                paths.push(e.path().join("ns/net"));
+            }
+        }
+    }
+    paths
+        .into_iter()
+        .filter(|p| {
+            std::fs::metadata(p)
+                .map(|m| seen.insert(m.ino()))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// The namespace holding one of `ips`, searched among [`candidates`].
+pub fn find_by_ip(ips: &[IpAddr], netns_dir: &Path, scan_proc: bool) -> Option<Netns> {
+    if ips.is_empty() {
+        return None;
+    }
+    candidates(netns_dir, scan_proc).into_iter().find_map(|path| {
+        let ns = Netns::open(&path).ok()?;
+        let addrs = ns.addresses().ok()?;
+        addrs.iter().any(|a| ips.contains(a)).then_some(ns)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opens_own_namespace_and_rejects_other_files() {
+        let ns = Netns::open("/proc/self/ns/net").expect("open own netns");
+        let want = std::fs::metadata("/proc/self/ns/net").expect("stat").ino();
+        assert_eq!(ns.inode(), want);
+        assert!(matches!(
+            Netns::open("/proc/self/ns/uts"),
+            Err(NetnsError::NotNetns(_))
+        ));
+        assert!(matches!(
+            Netns::open_expecting(Path::new("/proc/self/ns/net"), Some(want + 1)),
+            Err(NetnsError::Changed { .. })
+        ));
+        // Entering one's own namespace works without privileges beyond CAP_SYS_ADMIN; the
+        // loopback address is always there.
+        if nix::unistd::geteuid().is_root() {
+            let addrs = ns.addresses().expect("addresses");
+            assert!(addrs.contains(&"127.0.0.1".parse::<IpAddr>().expect("ip")), "{addrs:?}");
+        }
+    }
+}
