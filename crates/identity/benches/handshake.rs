@@ -2,7 +2,6 @@
 //! certificates verified, one byte each way (so the server has verified the client too).
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};

@@ -379,15 +379,16 @@ impl Worker {
                 }
                 Err(e) => {
                     let delay = jitter(backoff);
-                    let keep_serving = {
+                    let previous = {
                         let mut p = self.progress.lock();
                         p.failures += 1;
                         p.last_error = Some(e.to_string());
                         p.renew_at = None;
-                        p.cert
-                            .as_ref()
-                            .is_some_and(|c| !c.is_expired_at(SystemTime::now()))
+                        p.cert.clone()
                     };
+                    let keep_serving = previous
+                        .as_ref()
+                        .is_some_and(|c| !c.is_expired_at(SystemTime::now()));
                     tracing::warn!(
                         identity = %self.id,
                         error = %e,
@@ -395,8 +396,18 @@ impl Worker {
                         keep_serving,
                         "certificate request failed"
                     );
-                    if !keep_serving {
-                        self.tx.send_replace(Status::Failed(e));
+                    match previous {
+                        _ if keep_serving => {}
+                        Some(expired) => {
+                            self.tx.send_replace(Status::Failed(ManagerError::Expired {
+                                id: self.id.uri(),
+                                not_after: expired.not_after(),
+                                last_error: e.to_string(),
+                            }));
+                        }
+                        None => {
+                            self.tx.send_replace(Status::Failed(e));
+                        }
                     }
                     tokio::time::sleep(delay).await;
                     backoff = (backoff * 2).min(self.config.max_backoff);

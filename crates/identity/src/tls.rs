@@ -103,10 +103,12 @@ pub fn provider() -> Arc<CryptoProvider> {
     })
 }
 
-/// Installs [`provider`] as the process default. Idempotent; call at process start.
+/// Installs the stock aws-lc-rs provider as the process default, for TLS clients that do not
+/// pass a provider explicitly (Kubernetes, OTLP). Idempotent; call at process start. The mesh
+/// configs built here do not depend on it: they carry [`provider`] explicitly.
 pub fn install_crypto_provider() {
     // An error only means a provider is already installed.
-    let _ = Arc::unwrap_or_clone(provider()).install_default();
+    let _ = aws_lc_rs::default_provider().install_default();
 }
 
 /// Server side of mutual TLS: TLS 1.3 only, ALPN h2, a client certificate is mandatory and must

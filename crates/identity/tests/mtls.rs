@@ -339,3 +339,16 @@ fn configs_require_trust_roots_that_parse() {
     assert!(err.to_string().contains("trust root"), "{err}");
     assert!(server_config(&cert, any_in(TD)).is_ok());
 }
+
+#[test]
+fn installing_the_process_provider_is_idempotent() {
+    identity::install_crypto_provider();
+    identity::install_crypto_provider();
+    let installed = rustls::crypto::CryptoProvider::get_default().expect("a default provider");
+    assert!(
+        installed
+            .kx_groups
+            .iter()
+            .any(|g| g.name() == rustls::NamedGroup::X25519MLKEM768)
+    );
+}

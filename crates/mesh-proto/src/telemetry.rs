@@ -24,7 +24,9 @@ pub fn init_logging(format: &str, filter: &str) -> Result<LogHandle, TelemetryEr
     let (layer, handle) = reload::Layer::new(env);
     let registry = tracing_subscriber::registry().with(layer);
     let res = match format {
-        "plain" => registry.with(fmt::layer().with_writer(std::io::stderr)).try_init(),
+        "plain" => registry
+            .with(fmt::layer().with_writer(std::io::stderr))
+            .try_init(),
         "json" => registry
             .with(fmt::layer().json().with_writer(std::io::stderr))
             .try_init(),

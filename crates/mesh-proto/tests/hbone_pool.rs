@@ -6,6 +6,7 @@ mod hbone_support;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hbone_support::{DEADLINE, Mesh, TestServer, echo, read_pattern, target, write_pattern};
@@ -46,8 +47,12 @@ async fn thousand_concurrent_streams_share_ceil_n_over_limit_connections() {
     let all_open = Arc::new(Barrier::new(STREAMS as usize + 1));
     let mut tasks = Vec::new();
     for i in 0..STREAMS {
-        let (pool, key, tls, all_open) =
-            (pool.clone(), key.clone(), client_tls.clone(), all_open.clone());
+        let (pool, key, tls, all_open) = (
+            pool.clone(),
+            key.clone(),
+            client_tls.clone(),
+            all_open.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let stream = pool
                 .connect(key, target(1000 + i as u16), HeaderMap::new(), || async {
@@ -80,15 +85,31 @@ async fn thousand_concurrent_streams_share_ceil_n_over_limit_connections() {
 
     let mut failures = Vec::new();
     for task in tasks {
-        if let Err(e) = timeout(DEADLINE, task).await.expect("stream finishes").expect("task") {
+        if let Err(e) = timeout(DEADLINE, task)
+            .await
+            .expect("stream finishes")
+            .expect("task")
+        {
             failures.push(e);
         }
     }
-    assert!(failures.is_empty(), "{} streams failed: {:?}", failures.len(), &failures[..failures.len().min(5)]);
+    assert!(
+        failures.is_empty(),
+        "{} streams failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
 
     let expected = STREAMS.div_ceil(LIMIT) as usize;
-    assert_eq!(open_connections, expected, "pool connections with all streams open");
-    assert_eq!(peers.lock().len(), expected, "TCP connections the server saw");
+    assert_eq!(
+        open_connections, expected,
+        "pool connections with all streams open"
+    );
+    assert_eq!(
+        peers.lock().len(),
+        expected,
+        "TCP connections the server saw"
+    );
 }
 
 #[tokio::test]
@@ -131,7 +152,11 @@ async fn idle_connections_are_closed_and_replaced_on_demand() {
     })
     .await;
     round_trip(b"three").await;
-    assert_eq!(peers.lock().len(), 2, "a new connection after the idle one was closed");
+    assert_eq!(
+        peers.lock().len(),
+        2,
+        "a new connection after the idle one was closed"
+    );
 }
 
 /// A server whose connections can be closed one by one (GOAWAY) while the listener stays up.
@@ -186,7 +211,9 @@ async fn connections_closed_by_the_server_are_dropped_and_replaced() {
     for round in 0..3 {
         let tls = client_tls.clone();
         let mut stream = pool
-            .connect(key.clone(), target(80), HeaderMap::new(), || async { Ok(tls) })
+            .connect(key.clone(), target(80), HeaderMap::new(), || async {
+                Ok(tls)
+            })
             .await
             .unwrap_or_else(|e| panic!("round {round}: connect: {e}"));
         stream.write_all(b"ping").await.expect("write");
@@ -204,4 +231,69 @@ async fn connections_closed_by_the_server_are_dropped_and_replaced() {
         .await;
     }
     assert_eq!(accepted, 3, "one new connection per round");
+}
+
+#[tokio::test]
+async fn refused_stream_is_retried_on_a_new_connection() {
+    let mesh = Mesh::new();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let acceptor = tokio_rustls::TlsAcceptor::from(mesh.server_tls());
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    // A bare HTTP/2 server: its first connection answers the first CONNECT and refuses every
+    // later one with RST_STREAM(REFUSED_STREAM); later connections answer everything.
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let index = counter.fetch_add(1, Ordering::SeqCst);
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut conn) = h2::server::handshake(tls).await else {
+                    return;
+                };
+                let mut open = Vec::new();
+                while let Some(Ok((request, mut respond))) = conn.accept().await {
+                    if index == 0 && !open.is_empty() {
+                        respond.send_reset(h2::Reason::REFUSED_STREAM);
+                        continue;
+                    }
+                    if let Ok(send) = respond.send_response(http::Response::new(()), false) {
+                        open.push((request, send));
+                    }
+                }
+            });
+        }
+    });
+
+    let pool = Pool::new(PoolConfig::default());
+    let key = mesh.pool_key(addr);
+    let tls = mesh.client_tls();
+    let connect = || {
+        let (pool, key, tls) = (pool.clone(), key.clone(), tls.clone());
+        async move {
+            pool.connect(key, target(80), HeaderMap::new(), || async { Ok(tls) })
+                .await
+        }
+    };
+    let first = connect().await.expect("first stream");
+    let second = connect()
+        .await
+        .expect("second stream, retried on a new connection");
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    assert_ne!(
+        first.connection().local_addr,
+        second.connection().local_addr,
+        "the refused stream moved to another connection"
+    );
+    // The refusing connection is no longer offered; the first stream still holds it open.
+    assert_eq!(pool.connections(), 1);
+    let third = connect().await.expect("third stream");
+    assert_eq!(
+        third.connection().local_addr,
+        second.connection().local_addr
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }

@@ -31,10 +31,7 @@ fn any(value: &str) -> Any {
 }
 
 fn put(store: &ResourceStore, items: &[(&str, &str)]) -> u64 {
-    let upserts = items
-        .iter()
-        .map(|(n, v)| (n.to_string(), any(v)))
-        .collect();
+    let upserts = items.iter().map(|(n, v)| (n.to_string(), any(v))).collect();
     store.apply(T, upserts, vec![])
 }
 
@@ -102,7 +99,10 @@ impl ClientHandler for Recorder {
         }
         let mut values = Vec::new();
         for r in &updated {
-            let any = r.resource.as_ref().ok_or(format!("{} has no body", r.name))?;
+            let any = r
+                .resource
+                .as_ref()
+                .ok_or(format!("{} has no body", r.name))?;
             let value = String::from_utf8(any.value.clone()).map_err(|e| e.to_string())?;
             if let Some(p) = self.reject_prefix.filter(|p| value.starts_with(p)) {
                 return Err(format!("rejected {}: value starts with {p:?}", r.name));
@@ -319,17 +319,24 @@ async fn named_subscription_receives_only_named_resources() {
     eventually("a updated", WAIT, || h.state()["a"] == "2").await;
     assert_eq!(h.state(), map(&[("a", "2"), ("later", "1")]));
     assert!(
-        h.deliveries().iter().all(|d| !d.updated.contains(&"b".to_owned())),
+        h.deliveries()
+            .iter()
+            .all(|d| !d.updated.contains(&"b".to_owned())),
         "b was never subscribed: {:?}",
         h.deliveries()
     );
 
     // Subscriptions change at run time.
     c.client.subscribe(T, vec!["b".to_owned()]);
-    eventually("b after subscribing", WAIT, || h.state().get("b").map(String::as_str) == Some("2"))
-        .await;
+    eventually("b after subscribing", WAIT, || {
+        h.state().get("b").map(String::as_str) == Some("2")
+    })
+    .await;
     c.client.unsubscribe(T, vec!["a".to_owned()]);
-    eventually("a dropped after unsubscribing", WAIT, || !h.state().contains_key("a")).await;
+    eventually("a dropped after unsubscribing", WAIT, || {
+        !h.state().contains_key("a")
+    })
+    .await;
     put(&store, &[("a", "3")]);
     put(&store, &[("b", "3")]);
     eventually("b updated", WAIT, || h.state()["b"] == "3").await;
@@ -368,7 +375,11 @@ async fn nack_keeps_previous_state_and_later_update_is_acked() {
             .any(|(n, t, e)| n == NODE && t == T && e == expected)
     })
     .await;
-    assert_eq!(h.state(), map(&[("a", "1")]), "client keeps its previous state");
+    assert_eq!(
+        h.state(),
+        map(&[("a", "1")]),
+        "client keeps its previous state"
+    );
     assert_eq!(c.client.held_versions(T)["a"], good_version);
     assert_eq!(
         server.xds.clients()[0].types[0].last_nack.as_deref(),
@@ -439,7 +450,10 @@ async fn refused_stream_delivers_nothing_and_is_retried() {
         hooks.log.lock().refused >= 3
     })
     .await;
-    let error = c.client.last_error().expect("the client recorded the refusal");
+    let error = c
+        .client
+        .last_error()
+        .expect("the client recorded the refusal");
     assert!(
         error.contains("node node-1 may not connect") && error.contains("permission"),
         "{error}"
@@ -447,5 +461,58 @@ async fn refused_stream_delivers_nothing_and_is_retried() {
     assert!(c.handler.deliveries().is_empty());
     assert_eq!(c.handler.connected(), 0);
     assert!(server.xds.clients().is_empty());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn stalled_client_does_not_hold_up_the_writer_or_other_clients() {
+    use mesh_proto::proto::discovery::DeltaDiscoveryRequest;
+    use mesh_proto::proto::discovery::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+
+    let store = ResourceStore::new();
+    let server = start_server(store.clone(), Arc::new(Hooks::default()), any_port()).await;
+
+    // A client that subscribes, then never reads nor acknowledges anything.
+    let mut raw = AggregatedDiscoveryServiceClient::connect(format!("http://{}", server.addr))
+        .await
+        .expect("connect");
+    let (requests, rx) = tokio::sync::mpsc::unbounded_channel();
+    requests
+        .send(DeltaDiscoveryRequest {
+            type_url: T.to_owned(),
+            ..DeltaDiscoveryRequest::default()
+        })
+        .expect("queue subscription");
+    let _stalled = raw
+        .delta_aggregated_resources(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
+        .await
+        .expect("stream accepted");
+
+    // Many large writes: far more than any transport buffer could take for that client.
+    let big = "x".repeat(256 * 1024);
+    let writer = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut version = 0;
+            for i in 0..400 {
+                let value = format!("{i}{big}");
+                version = put(&store, &[(["a", "b", "c", "d"][i % 4], value.as_str())]);
+            }
+            version
+        })
+    };
+    let last = tokio::time::timeout(WAIT, writer)
+        .await
+        .expect("writer finished despite the stalled client")
+        .expect("writer task");
+    assert_eq!(last, 400);
+
+    let c = start_client(server.addr, Subscription::wildcard(T), Recorder::default());
+    let h = c.handler.clone();
+    eventually("second client has the final state", WAIT, || {
+        h.state().get("d").is_some_and(|v| v.starts_with("399"))
+    })
+    .await;
+    assert_eq!(server.xds.clients().len(), 2);
     server.stop().await;
 }

@@ -60,7 +60,16 @@ impl Capture {
     ) -> Result<Self, CaptureError> {
         let tcpdump = prereq::require_tool("tcpdump", "tcpdump")?;
         let mut args: Vec<String> = [
-            "-i", iface, "-n", "-U", "-s", "0", "-Z", "root", "-w",
+            "-i",
+            iface,
+            "-n",
+            "-U",
+            "--immediate-mode",
+            "-s",
+            "0",
+            "-Z",
+            "root",
+            "-w",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -120,22 +129,58 @@ impl Capture {
         &self.file
     }
 
-    /// Stops tcpdump (it flushes on SIGTERM) and reads what it captured.
-    pub fn stop(mut self) -> Result<Captured, CaptureError> {
-        self.proc.stop(Duration::from_secs(5));
-        let path = self.file.display().to_string();
-        let raw = std::fs::read(&self.file).map_err(|source| CaptureError::Read {
-            path: path.clone(),
-            source,
-        })?;
-        let packets = pcap::parse(&raw).map_err(|source| CaptureError::Parse { path, source })?;
-        Ok(Captured {
-            iface: self.iface.clone(),
-            file: self.file.clone(),
-            raw,
-            packets,
-        })
+    /// What has been written so far (tcpdump writes every packet at once).
+    pub fn snapshot(&self) -> Result<Captured, CaptureError> {
+        read_capture(&self.file, &self.iface)
     }
+
+    /// Waits until what has been captured satisfies `pred` (e.g. the FIN of a flow), then stops.
+    pub fn stop_when(
+        self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Captured) -> bool,
+    ) -> Result<Captured, CaptureError> {
+        let waited = poll::eventually(what, timeout, || match self.snapshot() {
+            Ok(c) if pred(&c) => Ok(()),
+            Ok(c) => Err(format!("not yet; so far:\n{}", c.summary())),
+            Err(e) => Err(e.to_string()),
+        });
+        if let Err(e) = waited {
+            tracing::warn!("capture on {}: {e}", self.iface);
+        }
+        self.stop()
+    }
+
+    /// Stops tcpdump once the file has stopped growing (at most 5 s), and reads it.
+    pub fn stop(mut self) -> Result<Captured, CaptureError> {
+        let size = |f: &Path| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0);
+        let mut last = size(&self.file);
+        let _ = poll::eventually("the capture to go quiet", Duration::from_secs(5), || {
+            std::thread::sleep(Duration::from_millis(200));
+            let now = size(&self.file);
+            let quiet = now == last;
+            last = now;
+            if quiet { Ok(()) } else { Err(format!("{now} bytes and growing")) }
+        });
+        self.proc.stop(Duration::from_secs(5));
+        read_capture(&self.file, &self.iface)
+    }
+}
+
+fn read_capture(file: &Path, iface: &str) -> Result<Captured, CaptureError> {
+    let path = file.display().to_string();
+    let raw = std::fs::read(file).map_err(|source| CaptureError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let packets = pcap::parse(&raw).map_err(|source| CaptureError::Parse { path, source })?;
+    Ok(Captured {
+        iface: iface.to_string(),
+        file: file.to_path_buf(),
+        raw,
+        packets,
+    })
 }
 
 /// What a capture saw.
@@ -170,6 +215,13 @@ impl Captured {
     /// Flows between two addresses matching `is_ours` at both ends (pod-to-pod).
     pub fn flows_between(&self, is_ours: impl Fn(Ipv4Addr) -> bool) -> BTreeMap<FlowKey, Flow> {
         self.flows_where(|k| is_ours(k.src) && is_ours(k.dst))
+    }
+
+    /// Whether a packet matching `pred` carried a FIN (its connection was closed).
+    pub fn saw_fin(&self, pred: impl Fn(&TcpPacket) -> bool) -> bool {
+        self.packets
+            .iter()
+            .any(|p| p.flags & pcap::TCP_FIN != 0 && pred(p))
     }
 
     /// One line per flow with its packet count, payload size and first bytes, for messages.

@@ -25,6 +25,7 @@ pub struct TcpPacket {
     pub payload: Vec<u8>,
 }
 
+pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
 pub const TCP_ACK: u8 = 0x10;
 

@@ -27,6 +27,8 @@ pub enum NetnsError {
     Enter { path: PathBuf, source: nix::Error },
     #[error("cannot list the addresses in {path}: {source}")]
     Addresses { path: PathBuf, source: nix::Error },
+    #[error("cannot start a thread: {0}")]
+    Thread(io::Error),
     #[error("the thread working in network namespace {0} panicked")]
     Panicked(PathBuf),
 }
@@ -105,10 +107,7 @@ impl Netns {
                     )?;
                     Ok(f())
                 })
-                .map_err(|source| NetnsError::Open {
-                    path: self.path.clone(),
-                    source,
-                })?;
+                .map_err(NetnsError::Thread)?;
             worker
                 .join()
                 .map_err(|_| NetnsError::Panicked(self.path.clone()))?
@@ -198,11 +197,5 @@ mod tests {
             Netns::open_expecting(Path::new("/proc/self/ns/net"), Some(want + 1)),
             Err(NetnsError::Changed { .. })
         ));
-        // Entering one's own namespace works without privileges beyond CAP_SYS_ADMIN; the
-        // loopback address is always there.
-        if nix::unistd::geteuid().is_root() {
-            let addrs = ns.addresses().expect("addresses");
-            assert!(addrs.contains(&"127.0.0.1".parse::<IpAddr>().expect("ip")), "{addrs:?}");
-        }
     }
 }

@@ -5,7 +5,8 @@ use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{Pod, ServicePort};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use mesh_config::Snapshot;
+use mesh_config::objects::kind;
+use mesh_config::{ObjectKey, Snapshot};
 use mesh_proto::proto::workload::{IpFamilies, NetworkAddress, Port, PortList, Service};
 
 use super::selector;
@@ -47,7 +48,11 @@ impl ServiceIndex {
             if ips.is_empty() {
                 continue;
             }
-            let key = mesh_config::Object::Service(svc.clone()).key();
+            let key = ObjectKey::new(
+                kind::SERVICE,
+                selector::namespace(&svc.metadata),
+                selector::name(&svc.metadata),
+            );
             let mut addresses = Vec::new();
             for ip in ips {
                 match ip.parse::<IpAddr>() {

@@ -101,10 +101,9 @@ impl HboneError {
             | Self::MissingPeerIdentity { .. }
             | Self::PeerIdentity { .. }
             | Self::BadAuthority(_) => FailureSide::Peer,
-            Self::Timeout { .. }
-            | Self::Certificate(_)
-            | Self::Cancelled
-            | Self::Shared(_) => FailureSide::Local,
+            Self::Timeout { .. } | Self::Certificate(_) | Self::Cancelled | Self::Shared(_) => {
+                FailureSide::Local
+            }
         }
     }
 }

@@ -18,9 +18,7 @@ pub use drain::{Drain, DrainTrigger};
 pub use error::{FailureSide, HboneError};
 pub use info::ConnectionInfo;
 pub use pool::{Pool, PoolConfig, PoolKey};
-pub use server::{
-    Handler, InboundRequest, Responder, parse_authority, serve, serve_connection,
-};
+pub use server::{Handler, InboundRequest, Responder, parse_authority, serve, serve_connection};
 pub use stream::{H2ReadHalf, H2Stream, H2WriteHalf};
 
 /// Port of the HBONE listener.

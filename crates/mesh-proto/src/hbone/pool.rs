@@ -152,8 +152,10 @@ impl Pool {
         Fut: Future<Output = Result<Arc<rustls::ClientConfig>, HboneError>>,
     {
         let addr = key.dst_addr;
-        self.connect_via(key, authority, headers, tls, move || TcpStream::connect(addr))
-            .await
+        self.connect_via(key, authority, headers, tls, move || {
+            TcpStream::connect(addr)
+        })
+        .await
     }
 
     /// Like [`Pool::connect`], with the TCP connection made by `dial` (for example a socket
@@ -275,8 +277,7 @@ impl Pool {
             Err(e) => {
                 tracing::debug!(error = %e, dst = %conn.key.dst_addr, "HBONE connection failed");
                 let shared = Arc::new(e);
-                self.inner
-                    .retire(conn, ConnState::Failed(shared.clone()));
+                self.inner.retire(conn, ConnState::Failed(shared.clone()));
                 Err(HboneError::Shared(shared))
             }
         }
@@ -448,8 +449,10 @@ impl fmt::Debug for StreamSlot {
 impl Drop for DialGuard<'_> {
     fn drop(&mut self) {
         if self.armed {
-            self.inner
-                .retire(self.conn, ConnState::Failed(Arc::new(HboneError::Cancelled)));
+            self.inner.retire(
+                self.conn,
+                ConnState::Failed(Arc::new(HboneError::Cancelled)),
+            );
         }
     }
 }

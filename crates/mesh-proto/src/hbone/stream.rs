@@ -133,6 +133,16 @@ impl H2WriteHalf {
     }
 }
 
+impl Drop for H2ReadHalf {
+    fn drop(&mut self) {
+        // Return the credit of data taken from the stream but never read, so it does not stay
+        // charged to the connection window while the send half lives on.
+        if !self.pending.is_empty() {
+            let _ = self.recv.flow_control().release_capacity(self.pending.len());
+        }
+    }
+}
+
 impl AsyncRead for H2ReadHalf {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -187,7 +197,10 @@ impl AsyncWrite for H2WriteHalf {
             let capacity = this.send.capacity();
             if capacity > 0 {
                 let n = capacity.min(buf.len());
-                return match this.send.send_data(Bytes::copy_from_slice(&buf[..n]), false) {
+                return match this
+                    .send
+                    .send_data(Bytes::copy_from_slice(&buf[..n]), false)
+                {
                     Ok(()) => Poll::Ready(Ok(n)),
                     Err(e) => Poll::Ready(Err(this.send_error(cx, Some(e)))),
                 };

@@ -72,6 +72,7 @@ impl Subscription {
     }
 }
 
+/// Where and how the client connects, and what it subscribes to initially.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     /// `http://host:port` (plaintext) or `https://host:port` (needs `tls`).
@@ -254,10 +255,10 @@ impl XdsClient {
                     .collect()
             }
         };
-        if !dropped.is_empty() {
-            if let Err(error) = self.inner.handler.apply(type_url, Vec::new(), dropped) {
-                tracing::warn!(type_url, %error, "handler failed to drop unsubscribed resources");
-            }
+        if !dropped.is_empty()
+            && let Err(error) = self.inner.handler.apply(type_url, Vec::new(), dropped)
+        {
+            tracing::warn!(type_url, %error, "handler failed to drop unsubscribed resources");
         }
     }
 
@@ -323,7 +324,10 @@ impl XdsClient {
         }
     }
 
-    async fn serve_once(&self, progressed: &mut bool) -> Result<std::convert::Infallible, XdsError> {
+    async fn serve_once(
+        &self,
+        progressed: &mut bool,
+    ) -> Result<std::convert::Infallible, XdsError> {
         let cfg = &self.inner.cfg;
         let channel = self.connect().await?;
         let mut grpc = AggregatedDiscoveryServiceClient::new(channel)
@@ -420,7 +424,9 @@ impl XdsClient {
         let result = if updated.is_empty() && removed.is_empty() {
             Ok(())
         } else {
-            self.inner.handler.apply(&type_url, updated, removed.clone())
+            self.inner
+                .handler
+                .apply(&type_url, updated, removed.clone())
         };
         let error_detail = match result {
             Ok(()) => {
@@ -542,7 +548,11 @@ mod tests {
         for cap in caps {
             let d = b.next_delay();
             let cap = Duration::from_millis(cap);
-            assert!(d >= cap / 2 && d <= cap, "{d:?} not within [{:?}, {cap:?}]", cap / 2);
+            assert!(
+                d >= cap / 2 && d <= cap,
+                "{d:?} not within [{:?}, {cap:?}]",
+                cap / 2
+            );
         }
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(100));
@@ -559,12 +569,18 @@ mod tests {
             wildcard: false,
             names: ["b".to_owned(), "a".to_owned()].into(),
         };
-        assert_eq!(named.initial_names(), Some(vec!["a".to_owned(), "b".to_owned()]));
+        assert_eq!(
+            named.initial_names(),
+            Some(vec!["a".to_owned(), "b".to_owned()])
+        );
         let both = SubState {
             wildcard: true,
             names: ["a".to_owned()].into(),
         };
-        assert_eq!(both.initial_names(), Some(vec!["*".to_owned(), "a".to_owned()]));
+        assert_eq!(
+            both.initial_names(),
+            Some(vec!["*".to_owned(), "a".to_owned()])
+        );
         // Everything unsubscribed: nothing to send (an empty list would mean wildcard).
         assert_eq!(SubState::default().initial_names(), None);
     }

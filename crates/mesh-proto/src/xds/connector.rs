@@ -16,6 +16,10 @@ use tokio_rustls::client::TlsStream;
 /// Connects to the URI's host and port and runs a TLS handshake with the given config. The
 /// server name sent is the URI host (an IP address or DNS name); peer verification is the
 /// config's business (SPIFFE identities, not host names).
+///
+/// Give tonic an `http://` endpoint URI when using this connector (set `origin` to the https
+/// URI if the `:scheme` matters): with tonic's own TLS feature compiled in, an `https://` URI
+/// makes tonic try its own TLS layer and fail with "Connecting to HTTPS without TLS enabled".
 #[derive(Clone)]
 pub struct TlsChannelConnector {
     tls: TlsConnector,

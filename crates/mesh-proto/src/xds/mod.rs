@@ -24,8 +24,8 @@ mod server;
 mod store;
 mod stream;
 
-pub use connector::TlsChannelConnector;
 pub use client::{ClientConfig, ClientHandler, Subscription, XdsClient};
+pub use connector::TlsChannelConnector;
 pub use error::XdsError;
 pub use identity::Identity;
 pub use server::{ClientStatus, NoHooks, ServerHooks, TypeStatus, XdsServer};

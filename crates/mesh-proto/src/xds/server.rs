@@ -26,6 +26,8 @@ use crate::proto::discovery::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, Nod
 
 /// How long a new stream may take to send its first request.
 const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest request accepted (a reconnecting client lists every resource it holds).
+const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
 
 /// Hooks istiod uses: authorising a stream, observing ACK/NACK.
 pub trait ServerHooks: Send + Sync + 'static {
@@ -130,8 +132,9 @@ impl XdsServer {
     }
 
     /// How the authenticated peer of a stream is found in the request extensions. The default
-    /// takes an [`Identity`] extension, which the TLS acceptor (through its `Connected` info
-    /// and a layer) or an interceptor puts there.
+    /// takes an [`Identity`] extension: the simplest way to provide it is a TLS stream type whose
+    /// `tonic::transport::server::Connected::ConnectInfo` is the peer's `Identity` (tonic puts
+    /// the connect info into every request's extensions); an interceptor works too.
     pub fn with_peer_identity(
         mut self,
         f: impl Fn(&http::Extensions) -> Option<Identity> + Send + Sync + 'static,
@@ -141,7 +144,7 @@ impl XdsServer {
     }
 
     pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Self> {
-        AggregatedDiscoveryServiceServer::new(self)
+        AggregatedDiscoveryServiceServer::new(self).max_decoding_message_size(MAX_REQUEST_BYTES)
     }
 
     pub fn store(&self) -> &ResourceStore {

@@ -117,10 +117,7 @@ impl ResourceStore {
             for (name, any) in to_insert {
                 let version = content_version(&any);
                 changed.insert(name.clone());
-                map.insert(
-                    name,
-                    Arc::new(StoredResource { version, any }),
-                );
+                map.insert(name, Arc::new(StoredResource { version, any }));
             }
             for name in to_remove {
                 if map.remove(&name).is_some() {
@@ -136,7 +133,12 @@ impl ResourceStore {
             state.version
         };
         if !changed.is_empty() {
-            tracing::debug!(type_url, changed = changed.len(), version, "resources changed");
+            tracing::debug!(
+                type_url,
+                changed = changed.len(),
+                version,
+                "resources changed"
+            );
             self.notify(type_url, &changed);
         }
         version
@@ -247,7 +249,11 @@ impl Watch {
     /// Starts recording changes of `type_url`. Call before reading the type's initial state so
     /// that no change is missed.
     pub(crate) fn add_interest(&self, type_url: &str) {
-        self.shared.state.lock().interested.insert(type_url.to_owned());
+        self.shared
+            .state
+            .lock()
+            .interested
+            .insert(type_url.to_owned());
     }
 
     /// Waits until changes are pending (returns at once if some already are).
@@ -283,7 +289,11 @@ mod tests {
     #[test]
     fn unchanged_bytes_keep_their_version() {
         let store = ResourceStore::new();
-        let v1 = store.apply(T, vec![("a".into(), any(b"1")), ("b".into(), any(b"2"))], vec![]);
+        let v1 = store.apply(
+            T,
+            vec![("a".into(), any(b"1")), ("b".into(), any(b"2"))],
+            vec![],
+        );
         let (va, _) = store.get(T, "a").expect("a stored");
         let v2 = store.apply(T, vec![("a".into(), any(b"1"))], vec![]);
         assert_eq!(v1, v2, "a no-op write must not bump the store version");
@@ -306,7 +316,11 @@ mod tests {
     #[test]
     fn replace_all_removes_missing_names_and_notifies_only_changes() {
         let store = ResourceStore::new();
-        store.apply(T, vec![("a".into(), any(b"1")), ("b".into(), any(b"2"))], vec![]);
+        store.apply(
+            T,
+            vec![("a".into(), any(b"1")), ("b".into(), any(b"2"))],
+            vec![],
+        );
         let watch = store.watch();
         watch.add_interest(T);
         store.replace_all(T, vec![("a".into(), any(b"1")), ("c".into(), any(b"3"))]);

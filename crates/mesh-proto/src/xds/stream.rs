@@ -67,7 +67,9 @@ impl StreamState {
         watch: &Watch,
     ) -> Result<Option<Feedback>, Status> {
         if req.type_url.is_empty() {
-            return Err(Status::invalid_argument("delta discovery request without type_url"));
+            return Err(Status::invalid_argument(
+                "delta discovery request without type_url",
+            ));
         }
         let type_url = req.type_url;
         let ts = match self.types.entry(type_url.clone()) {
@@ -76,7 +78,7 @@ impl StreamState {
                 // Record changes from now on, before the initial state is read.
                 watch.add_interest(&type_url);
                 let ts = e.insert(TypeState {
-                    known: Default::default(),
+                    known: req.initial_resource_versions,
                     full: true,
                     ..TypeState::default()
                 });

@@ -160,7 +160,11 @@ fn register(sock: Socket) -> io::Result<AsyncFd<Socket>> {
     Ok(fd)
 }
 
-fn recv_packet(sock: &Socket, buf: &mut [u8], flags: MsgFlags) -> io::Result<(usize, Vec<OwnedFd>)> {
+fn recv_packet(
+    sock: &Socket,
+    buf: &mut [u8],
+    flags: MsgFlags,
+) -> io::Result<(usize, Vec<OwnedFd>)> {
     let cap = buf.len();
     let mut iov = [IoSliceMut::new(buf)];
     let mut cmsg_buf = nix::cmsg_space!([RawFd; MAX_FDS]);

@@ -130,7 +130,14 @@ impl ZdsServer {
 
     /// UIDs of the workloads the next snapshot would contain.
     pub async fn workloads(&self) -> Vec<String> {
-        self.shared.state.lock().await.workloads.keys().cloned().collect()
+        self.shared
+            .state
+            .lock()
+            .await
+            .workloads
+            .keys()
+            .cloned()
+            .collect()
     }
 
     /// Sends `AddWorkload` with `netns` to the connected ztunnel and waits for its ack.
@@ -258,14 +265,22 @@ async fn serve_connection(shared: Arc<Shared>, sock: Arc<SeqPacket>, id: u64) {
             id,
             sock: sock.clone(),
         }) {
-            info!(old = old.id, new = id, "newer ztunnel connection replaces the older one");
+            info!(
+                old = old.id,
+                new = id,
+                "newer ztunnel connection replaces the older one"
+            );
             old.sock.shutdown();
         }
         shared.status.send_modify(|s| {
             s.connected = true;
             s.snapshots += 1;
         });
-        info!(conn = id, workloads = st.workloads.len(), "ztunnel connected, snapshot sent");
+        info!(
+            conn = id,
+            workloads = st.workloads.len(),
+            "ztunnel connected, snapshot sent"
+        );
     }
     watch_idle(&shared, &sock, id).await;
 }

@@ -115,16 +115,28 @@ async fn error_acks_reach_the_caller() {
         Err(ZdsError::Rejected(text)) => assert_eq!(text, "cannot enter netns"),
         other => panic!("expected a rejection, got {other:?}"),
     }
-    assert!(server.workloads().await.is_empty(), "rejected add remembered");
+    assert!(
+        server.workloads().await.is_empty(),
+        "rejected add remembered"
+    );
 
     let refuse_del = async {
         let msg = client.recv().await.expect("recv");
-        client.ack(Err("unknown workload".into())).await.expect("ack");
+        client
+            .ack(Err("unknown workload".into()))
+            .await
+            .expect("ack");
         msg
     };
     let (res, msg) = tokio::join!(server.del("uid-x"), refuse_del);
-    assert!(matches!(msg, ZdsMessage::Del { ref uid } if uid == "uid-x"), "{msg:?}");
-    assert!(matches!(res, Err(ZdsError::Rejected(ref t)) if t == "unknown workload"), "{res:?}");
+    assert!(
+        matches!(msg, ZdsMessage::Del { ref uid } if uid == "uid-x"),
+        "{msg:?}"
+    );
+    assert!(
+        matches!(res, Err(ZdsError::Rejected(ref t)) if t == "unknown workload"),
+        "{res:?}"
+    );
 }
 
 #[tokio::test]
@@ -153,7 +165,10 @@ async fn newer_connection_replaces_older_and_gets_a_snapshot() {
 
     let (res, msg) = tokio::join!(server.del("uid-a"), recv_ok(&mut second));
     res.expect("del");
-    assert!(matches!(msg, ZdsMessage::Del { ref uid } if uid == "uid-a"), "{msg:?}");
+    assert!(
+        matches!(msg, ZdsMessage::Del { ref uid } if uid == "uid-a"),
+        "{msg:?}"
+    );
 
     let (_third, snapshot) = connect_with_snapshot(&path).await;
     assert_eq!(snapshot.len(), 1, "{snapshot:?}");
@@ -194,7 +209,9 @@ async fn a_vanished_ztunnel_is_noticed() {
 async fn a_bad_hello_is_refused() {
     let (_dir, path, server) = server();
     let raw = SeqPacket::connect(&path).expect("connect");
-    raw.send(b"\x08\x07", None).await.expect("send bogus version");
+    raw.send(b"\x08\x07", None)
+        .await
+        .expect("send bogus version");
     let mut buf = vec![0u8; 64];
     let (n, _) = tokio::time::timeout(Duration::from_secs(5), raw.recv(&mut buf))
         .await

@@ -162,7 +162,10 @@ pub async fn read_pattern<R: AsyncRead + Unpin>(r: &mut R, seed: u64) -> std::io
                 .unwrap_or(0);
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
-                format!("payload differs from pattern {seed} at offset {}", offset + at as u64),
+                format!(
+                    "payload differs from pattern {seed} at offset {}",
+                    offset + at as u64
+                ),
             ));
         }
         offset += n as u64;

@@ -42,7 +42,11 @@ fn names(resp: &DeltaDiscoveryResponse) -> Vec<(String, String)> {
         .resources
         .iter()
         .map(|r| {
-            let value = r.resource.as_ref().map(|a| a.value.clone()).unwrap_or_default();
+            let value = r
+                .resource
+                .as_ref()
+                .map(|a| a.value.clone())
+                .unwrap_or_default();
             (r.name.clone(), String::from_utf8(value).unwrap_or_default())
         })
         .collect();
@@ -51,7 +55,9 @@ fn names(resp: &DeltaDiscoveryResponse) -> Vec<(String, String)> {
 }
 
 fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
-    p.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    p.iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
 }
 
 struct Fixture {
@@ -73,7 +79,9 @@ impl Fixture {
     }
 
     fn request(&mut self, req: DeltaDiscoveryRequest) -> Option<Feedback> {
-        self.state.handle_request(req, &self.watch).expect("valid request")
+        self.state
+            .handle_request(req, &self.watch)
+            .expect("valid request")
     }
 
     fn next(&mut self) -> Option<DeltaDiscoveryResponse> {
@@ -130,7 +138,10 @@ fn changes_while_unacked_are_merged() {
     f.request(ack(&first.nonce));
     let merged = f.next().expect("merged push");
     assert_eq!(names(&merged), pairs(&[("a", "3"), ("b", "1")]));
-    assert!(merged.removed_resources.is_empty(), "c never reached the client");
+    assert!(
+        merged.removed_resources.is_empty(),
+        "c never reached the client"
+    );
 }
 
 #[test]

@@ -1,0 +1,1 @@
+//! The narrated demo behind `make demo`.
