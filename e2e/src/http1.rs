@@ -41,9 +41,7 @@ impl Url {
             return Err(invalid("missing host"));
         }
         let (host, port_str) = if let Some(v6) = authority.strip_prefix('[') {
-            let (h, rest) = v6
-                .split_once(']')
-                .ok_or_else(|| invalid("unclosed '['"))?;
+            let (h, rest) = v6.split_once(']').ok_or_else(|| invalid("unclosed '['"))?;
             (h, rest.strip_prefix(':'))
         } else {
             match authority.split_once(':') {
@@ -238,7 +236,10 @@ mod tests {
         assert_eq!(r.text(), "hello");
         assert_eq!(r.header("x-a"), Some("b"));
         let sent = String::from_utf8(f.written).unwrap();
-        assert!(sent.starts_with("GET /x HTTP/1.1\r\nHost: h:1\r\n"), "{sent}");
+        assert!(
+            sent.starts_with("GET /x HTTP/1.1\r\nHost: h:1\r\n"),
+            "{sent}"
+        );
         assert!(sent.contains("X-Req: 1\r\n"));
     }
 
@@ -277,7 +278,10 @@ mod tests {
         );
         assert_eq!(Url::parse("http://h").unwrap().path, "/");
         assert_eq!(Url::parse("http://h").unwrap().port, 80);
-        assert_eq!(Url::parse("http://[::1]:9/").unwrap().authority(), "[::1]:9");
+        assert_eq!(
+            Url::parse("http://[::1]:9/").unwrap().authority(),
+            "[::1]:9"
+        );
         assert!(Url::parse("https://h/").is_err());
         assert!(Url::parse("http://h:notaport/").is_err());
     }

@@ -93,7 +93,8 @@ mod tests {
             serde_json::to_string(&err).expect("json"),
             r#"{"result":"error","message":"boom"}"#
         );
-        let ok: PluginResponse = serde_json::from_str(r#"{"result":"notEnrolled"}"#).expect("parse");
+        let ok: PluginResponse =
+            serde_json::from_str(r#"{"result":"notEnrolled"}"#).expect("parse");
         assert_eq!(ok, PluginResponse::NotEnrolled);
     }
 }

@@ -94,7 +94,11 @@ pub fn add(list: &Value, rt: &RuntimeConf) -> Result<Value, ExecError> {
 pub fn check(list: &Value, rt: &RuntimeConf, result: &Value) -> Result<(), ExecError> {
     let (name, version, plugins) = parts(list)?;
     for plugin in plugins {
-        exec(&plugin_conf(plugin, name, version, Some(result))?, "CHECK", rt)?;
+        exec(
+            &plugin_conf(plugin, name, version, Some(result))?,
+            "CHECK",
+            rt,
+        )?;
     }
     Ok(())
 }
@@ -152,7 +156,11 @@ fn find_plugin(name: &str, dirs: &[PathBuf]) -> Option<PathBuf> {
 }
 
 /// Executes one plugin; `Ok(None)` when it printed nothing.
-pub fn exec(conf: &Value, command: &'static str, rt: &RuntimeConf) -> Result<Option<Value>, ExecError> {
+pub fn exec(
+    conf: &Value,
+    command: &'static str,
+    rt: &RuntimeConf,
+) -> Result<Option<Value>, ExecError> {
     let ty = plugin_type(conf)
         .ok_or_else(|| ExecError::InvalidList("a plugin entry has no \"type\"".into()))?;
     let bin = find_plugin(ty, &rt.cni_path).ok_or_else(|| ExecError::NotFound(ty.into()))?;
@@ -174,7 +182,12 @@ pub fn exec(conf: &Value, command: &'static str, rt: &RuntimeConf) -> Result<Opt
     };
     if !output.status.success() {
         let v = parsed.unwrap_or(Value::Null);
-        let text = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+        let text = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
         return Err(ExecError::Plugin {
             plugin: ty.into(),
             command,

@@ -112,11 +112,20 @@ fn add_reports_the_pod_and_passes_prev_result_through() {
     assert_eq!(reqs.len(), 1);
     let req = &reqs[0];
     assert_eq!(req.command, PluginCommand::Add);
-    assert_eq!((req.pod_namespace.as_str(), req.pod_name.as_str()), ("shop", "cart-0"));
+    assert_eq!(
+        (req.pod_namespace.as_str(), req.pod_name.as_str()),
+        ("shop", "cart-0")
+    );
     assert_eq!(req.pod_uid.as_deref(), Some("uid-cart-0"));
     assert_eq!(req.container_id, "c0ffee");
-    assert_eq!(req.netns.as_deref(), Some(std::path::Path::new("/var/run/netns/pod-1")));
-    assert_eq!(req.ips, vec!["10.1.0.5".parse::<std::net::IpAddr>().expect("ip")]);
+    assert_eq!(
+        req.netns.as_deref(),
+        Some(std::path::Path::new("/var/run/netns/pod-1"))
+    );
+    assert_eq!(
+        req.ips,
+        vec!["10.1.0.5".parse::<std::net::IpAddr>().expect("ip")]
+    );
 }
 
 #[test]
@@ -153,7 +162,10 @@ fn add_fails_when_the_agent_cannot_enrol() {
 fn add_fails_when_the_agent_is_unreachable() {
     let dir = tempfile::tempdir().expect("tempdir");
     let missing = dir.path().join("nobody.sock");
-    let out = plugin(&kubelet_env("ADD", POD_ARGS), &conf(&missing, Some(PREV_RESULT)));
+    let out = plugin(
+        &kubelet_env("ADD", POD_ARGS),
+        &conf(&missing, Some(PREV_RESULT)),
+    );
     let (msg, details) = out.error(11);
     assert!(msg.contains("agent"), "{msg}");
     assert!(details.contains("nobody.sock"), "{details}");
@@ -192,13 +204,19 @@ fn bad_input_gets_the_specified_error_codes() {
     assert!(msg.contains("CNI_COMMAND"), "{msg}");
 
     let (msg, details) = plugin(&kubelet_env("FROB", POD_ARGS), &good).error(4);
-    assert!(msg.contains("CNI_COMMAND") && details.contains("FROB"), "{msg} {details}");
+    assert!(
+        msg.contains("CNI_COMMAND") && details.contains("FROB"),
+        "{msg} {details}"
+    );
 
     let (msg, _) = plugin(&kubelet_env("ADD", POD_ARGS), "{\"cniVersion\": ").error(6);
     assert!(msg.contains("decode"), "{msg}");
 
     let (msg, details) = plugin(&kubelet_env("ADD", POD_ARGS), &conf(&sock, None)).error(7);
-    assert!(msg.contains("prevResult") && details.contains("chained"), "{msg} {details}");
+    assert!(
+        msg.contains("prevResult") && details.contains("chained"),
+        "{msg} {details}"
+    );
 
     let old = r#"{"cniVersion":"0.1.0","name":"podnet","type":"mesh-cni"}"#;
     plugin(&kubelet_env("ADD", POD_ARGS), old).error(1);
@@ -216,7 +234,9 @@ fn bad_input_gets_the_specified_error_codes() {
 fn errors_carry_the_configuration_version() {
     let dir = tempfile::tempdir().expect("tempdir");
     let sock = serde_json::to_string(&dir.path().join("agent.sock")).expect("path");
-    let conf = format!(r#"{{"cniVersion":"0.4.0","name":"podnet","type":"mesh-cni","agentSocket":{sock}}}"#);
+    let conf = format!(
+        r#"{{"cniVersion":"0.4.0","name":"podnet","type":"mesh-cni","agentSocket":{sock}}}"#
+    );
     let out = plugin(&kubelet_env("ADD", POD_ARGS), &conf);
     out.error(7);
     assert_eq!(out.json()["cniVersion"], "0.4.0");
@@ -237,14 +257,21 @@ fn del_is_reported_and_never_fails_on_the_agent() {
 
     let missing = dir.path().join("nobody.sock");
     let out = plugin(&kubelet_env("DEL", POD_ARGS), &conf(&missing, None));
-    assert_eq!(out.code, 0, "DEL must succeed without the agent: {:?}", out.stdout);
+    assert_eq!(
+        out.code, 0,
+        "DEL must succeed without the agent: {:?}",
+        out.stdout
+    );
 }
 
 #[test]
 fn check_reports_what_the_agent_finds() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ok = FakeAgent::start(dir.path(), PluginResponse::Enrolled);
-    let out = plugin(&kubelet_env("CHECK", POD_ARGS), &conf(&ok.socket, Some(PREV_RESULT)));
+    let out = plugin(
+        &kubelet_env("CHECK", POD_ARGS),
+        &conf(&ok.socket, Some(PREV_RESULT)),
+    );
     assert_eq!(out.code, 0, "{:?}", out.stdout);
     assert_eq!(out.stdout, "");
     assert_eq!(ok.requests()[0].command, PluginCommand::Check);
@@ -257,7 +284,32 @@ fn check_reports_what_the_agent_finds() {
             message: "the redirect rules are missing".into(),
         },
     );
-    let out = plugin(&kubelet_env("CHECK", POD_ARGS), &conf(&bad.socket, Some(PREV_RESULT)));
+    let out = plugin(
+        &kubelet_env("CHECK", POD_ARGS),
+        &conf(&bad.socket, Some(PREV_RESULT)),
+    );
     let (_, details) = out.error(100);
     assert_eq!(details, "the redirect rules are missing");
+}
+
+#[test]
+fn status_and_gc_of_cni_1_1() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agent = FakeAgent::start(dir.path(), PluginResponse::NotEnrolled);
+    let conf_for = |sock: &std::path::Path| {
+        let sock = serde_json::to_string(sock).expect("path");
+        format!(
+            r#"{{"cniVersion":"1.1.0","name":"podnet","type":"mesh-cni","agentSocket":{sock}}}"#
+        )
+    };
+    let out = plugin(&[("CNI_COMMAND", "STATUS")], &conf_for(&agent.socket));
+    assert_eq!((out.code, out.stdout.as_str()), (0, ""));
+    let out = plugin(
+        &[("CNI_COMMAND", "STATUS")],
+        &conf_for(&dir.path().join("nobody.sock")),
+    );
+    let (msg, _) = out.error(50);
+    assert!(msg.contains("not reachable"), "{msg}");
+    let out = plugin(&[("CNI_COMMAND", "GC")], &conf_for(&agent.socket));
+    assert_eq!((out.code, out.stdout.as_str()), (0, ""));
 }

@@ -18,7 +18,17 @@ const FOREIGN: &str = "-A OUTPUT -d 192.0.2.1/32 -j RETURN";
 fn rules_are_idempotent_and_removable() {
     require_tool("iptables-restore", "iptables");
     let ns = TestNetns::new("rule");
-    ns.exec(&["iptables", "-t", "nat", "-A", "OUTPUT", "-d", "192.0.2.1/32", "-j", "RETURN"]);
+    ns.exec(&[
+        "iptables",
+        "-t",
+        "nat",
+        "-A",
+        "OUTPUT",
+        "-d",
+        "192.0.2.1/32",
+        "-j",
+        "RETURN",
+    ]);
     let handle = Netns::open(&ns.path).expect("open netns");
     let cfg = RedirectConfig::default();
 
@@ -38,23 +48,41 @@ fn rules_are_idempotent_and_removable() {
         "-A MESH_OUTPUT -p tcp -j REDIRECT --to-ports 15001",
         FOREIGN,
     ] {
-        assert!(first.lines().any(|l| l == want), "missing {want:?} in\n{first}");
+        assert!(
+            first.lines().any(|l| l == want),
+            "missing {want:?} in\n{first}"
+        );
     }
     // Our jump comes first in OUTPUT, before the foreign rule.
-    let output_rules: Vec<&str> = first.lines().filter(|l| l.starts_with("-A OUTPUT ")).collect();
-    assert_eq!(output_rules.first(), Some(&"-A OUTPUT -j MESH_OUTPUT"), "{first}");
+    let output_rules: Vec<&str> = first
+        .lines()
+        .filter(|l| l.starts_with("-A OUTPUT "))
+        .collect();
+    assert_eq!(
+        output_rules.first(),
+        Some(&"-A OUTPUT -j MESH_OUTPUT"),
+        "{first}"
+    );
     assert!(rules::installed(&handle).expect("check"));
     let v6 = ns.nat_rules(true);
     assert!(
-        v6.lines().any(|l| l == "-A MESH_OUTPUT -p tcp -j REDIRECT --to-ports 15001"),
+        v6.lines()
+            .any(|l| l == "-A MESH_OUTPUT -p tcp -j REDIRECT --to-ports 15001"),
         "no IPv6 rules:\n{v6}"
     );
 
     rules::install(&handle, &cfg).expect("install again");
     let second = ns.nat_rules(false);
-    assert_eq!(mesh_lines(&first), mesh_lines(&second), "reinstall changed our rules");
     assert_eq!(
-        second.lines().filter(|l| *l == "-A OUTPUT -j MESH_OUTPUT").count(),
+        mesh_lines(&first),
+        mesh_lines(&second),
+        "reinstall changed our rules"
+    );
+    assert_eq!(
+        second
+            .lines()
+            .filter(|l| *l == "-A OUTPUT -j MESH_OUTPUT")
+            .count(),
         1,
         "{second}"
     );
@@ -63,10 +91,16 @@ fn rules_are_idempotent_and_removable() {
     assert!(rules::remove(&handle, &cfg).expect("remove"));
     let after = ns.nat_rules(false);
     assert!(mesh_lines(&after).is_empty(), "left over:\n{after}");
-    assert!(after.lines().any(|l| l == FOREIGN), "foreign rule lost:\n{after}");
+    assert!(
+        after.lines().any(|l| l == FOREIGN),
+        "foreign rule lost:\n{after}"
+    );
     assert!(mesh_lines(&ns.nat_rules(true)).is_empty());
     assert!(!rules::installed(&handle).expect("check"));
-    assert!(!rules::remove(&handle, &cfg).expect("remove again"), "nothing left to remove");
+    assert!(
+        !rules::remove(&handle, &cfg).expect("remove again"),
+        "nothing left to remove"
+    );
 }
 
 #[test]
@@ -89,16 +123,24 @@ fn a_namespace_is_found_by_its_address() {
         .spawn()
         .expect("spawn sleeper");
     let pid = sleeper.id();
-    common::wait_until("the sleeper to enter the namespace", std::time::Duration::from_secs(5), || {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| m.ino() == ns.inode())
-    });
+    common::wait_until(
+        "the sleeper to enter the namespace",
+        std::time::Duration::from_secs(5),
+        || {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| m.ino() == ns.inode())
+        },
+    );
     let by_proc = netns::find_by_ip(&[ip], empty.path(), true);
     let _ = sleeper.kill();
     let _ = sleeper.wait();
     let by_proc = by_proc.expect("found through /proc");
     assert_eq!(by_proc.inode(), ns.inode());
-    assert!(by_proc.path().starts_with("/proc"), "{}", by_proc.path().display());
+    assert!(
+        by_proc.path().starts_with("/proc"),
+        "{}",
+        by_proc.path().display()
+    );
 
     let absent: IpAddr = "192.0.2.213".parse().expect("ip");
     assert!(netns::find_by_ip(&[absent], Path::new("/var/run/netns"), false).is_none());

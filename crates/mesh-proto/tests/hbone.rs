@@ -308,7 +308,7 @@ async fn server_reset_reads_as_connection_reset() {
 }
 
 #[tokio::test]
-async fn client_reset_reads_as_connection_reset_on_the_server() {
+async fn client_reset_or_drop_reads_as_connection_reset_on_the_server() {
     let mesh = Mesh::new();
     let (kind_tx, mut kind_rx) = mpsc::unbounded_channel();
     let handler = move |_req: hbone::InboundRequest, resp: hbone::Responder| {
@@ -324,19 +324,30 @@ async fn client_reset_reads_as_connection_reset_on_the_server() {
     let server_tls = mesh.server_tls();
     let server = TestServer::start(move || server_tls.clone(), handler).await;
 
-    let tcp = TcpStream::connect(server.addr).await.expect("tcp");
-    let (mut stream, _conn) =
-        hbone::connect_once(tcp, mesh.client_tls(), target(80), HeaderMap::new())
+    for explicit_reset in [true, false] {
+        let tcp = TcpStream::connect(server.addr).await.expect("tcp");
+        let (mut stream, _conn) =
+            hbone::connect_once(tcp, mesh.client_tls(), target(80), HeaderMap::new())
+                .await
+                .expect("connect");
+        let mut ready = [0u8; 5];
+        stream.read_exact(&mut ready).await.expect("server ready");
+        if explicit_reset {
+            stream.reset();
+        } else {
+            // Dropped without shutdown: an abort, not an end of stream.
+            drop(stream);
+        }
+        let outcome = timeout(DEADLINE, kind_rx.recv())
             .await
-            .expect("connect");
-    let mut ready = [0u8; 5];
-    stream.read_exact(&mut ready).await.expect("server ready");
-    stream.reset();
-    let outcome = timeout(DEADLINE, kind_rx.recv())
-        .await
-        .expect("server read ends")
-        .expect("handler ran");
-    assert_eq!(outcome, Err(std::io::ErrorKind::ConnectionReset));
+            .expect("server read ends")
+            .expect("handler ran");
+        assert_eq!(
+            outcome,
+            Err(std::io::ErrorKind::ConnectionReset),
+            "explicit reset: {explicit_reset}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -442,4 +453,95 @@ async fn drain_finishes_open_streams_and_stops_new_ones() {
         .await
         .expect_err("server is gone");
     assert!(err.is_retryable(), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writer_waits_for_a_reader_that_does_not_read() {
+    const TOTAL: u64 = 16 << 20;
+    const SEED: u64 = 77;
+    let window = u64::from(hbone::settings::STREAM_WINDOW);
+    let mesh = Mesh::new();
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let (result_tx, mut result_rx) = mpsc::unbounded_channel();
+    let server_gate = gate.clone();
+    let handler = move |_req: hbone::InboundRequest, resp: hbone::Responder| {
+        let (gate, result_tx) = (server_gate.clone(), result_tx.clone());
+        async move {
+            let mut stream = resp.accept().expect("accept");
+            // Reads nothing until the test opens the gate.
+            gate.notified().await;
+            let _ = result_tx.send(read_pattern(&mut stream, SEED).await);
+        }
+    };
+    let server_tls = mesh.server_tls();
+    let server = TestServer::start(move || server_tls.clone(), handler).await;
+
+    let tcp = TcpStream::connect(server.addr).await.expect("tcp");
+    let (mut stream, _conn) =
+        hbone::connect_once(tcp, mesh.client_tls(), target(80), HeaderMap::new())
+            .await
+            .expect("connect");
+    let written = Arc::new(AtomicUsize::new(0));
+    let counter = written.clone();
+    // The writer drops the stream right after shutdown, long before the peer has read the
+    // data still queued: that data must be delivered all the same.
+    let writer = tokio::spawn(async move {
+        let mut buf = vec![0u8; 64 << 10];
+        let mut offset = 0u64;
+        while offset < TOTAL {
+            let n = (TOTAL - offset).min(buf.len() as u64) as usize;
+            hbone_support::fill_pattern(SEED, offset, &mut buf[..n]);
+            let accepted = stream.write(&buf[..n]).await?;
+            offset += accepted as u64;
+            counter.store(offset as usize, Ordering::SeqCst);
+        }
+        stream.shutdown().await
+    });
+
+    // The writer gets exactly the peer's stream window and then has to wait.
+    test_support::eventually("writer fills the stream window", DEADLINE, || {
+        written.load(Ordering::SeqCst) as u64 >= window
+    })
+    .await;
+    assert_eq!(written.load(Ordering::SeqCst) as u64, window);
+    assert!(!writer.is_finished());
+
+    gate.notify_one();
+    timeout(DEADLINE, writer)
+        .await
+        .expect("writer finishes once the peer reads")
+        .expect("writer task")
+        .expect("writes succeed");
+    let received = timeout(DEADLINE, result_rx.recv())
+        .await
+        .expect("reader finishes")
+        .expect("handler ran");
+    assert_eq!(received.expect("server reads the pattern"), TOTAL);
+}
+
+#[tokio::test]
+async fn server_refuses_a_client_identity_it_does_not_allow() {
+    let mesh = Mesh::new();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let allowed = Identity::new(hbone_support::TRUST_DOMAIN, "frontend", "admin");
+    let server_tls = identity::server_config(&mesh.server_cert, PeerPolicy::only(allowed))
+        .expect("server config");
+    let server =
+        TestServer::start(move || server_tls.clone(), counting_handler(calls.clone())).await;
+
+    let tcp = TcpStream::connect(server.addr).await.expect("tcp");
+    let err = timeout(
+        DEADLINE,
+        hbone::connect_once(tcp, mesh.client_tls(), target(80), HeaderMap::new()),
+    )
+    .await
+    .expect("attempt ends")
+    .expect_err("client identity refused");
+    // TLS 1.3 lets the client finish its handshake before the server has checked the client
+    // certificate, so the refusal arrives as an alert on the first HTTP/2 exchange.
+    assert!(matches!(err, HboneError::Tls { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("alert"), "{text}");
+    assert_eq!(err.side(), hbone::FailureSide::Peer, "{err:?}");
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
 }

@@ -47,10 +47,12 @@ pub async fn run(cfg: ServerConfig) -> Result<(), EchoError> {
 
 async fn bind(port: u16) -> Result<TcpListener, EchoError> {
     let addr = SocketAddr::from(([0, 0, 0, 0], port));
-    TcpListener::bind(addr).await.map_err(|source| EchoError::Bind {
-        addr: addr.to_string(),
-        source,
-    })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| EchoError::Bind {
+            addr: addr.to_string(),
+            source,
+        })
 }
 
 async fn tcp_accept_loop(listener: TcpListener) {
@@ -201,10 +203,19 @@ mod tests {
     #[tokio::test]
     async fn status_path_sets_the_code() {
         let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        assert_eq!(describe("p", peer, None, &parts("/status/503")).status(), 503);
-        assert_eq!(describe("p", peer, None, &parts("/status/418")).status(), 418);
+        assert_eq!(
+            describe("p", peer, None, &parts("/status/503")).status(),
+            503
+        );
+        assert_eq!(
+            describe("p", peer, None, &parts("/status/418")).status(),
+            418
+        );
         // Not a code: plain 200.
-        assert_eq!(describe("p", peer, None, &parts("/status/abc")).status(), 200);
+        assert_eq!(
+            describe("p", peer, None, &parts("/status/abc")).status(),
+            200
+        );
     }
 
     #[tokio::test]
@@ -233,6 +244,10 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(resp.status, 404);
-        assert!(resp.text().contains("\"pod\": \"loop-pod\""), "{}", resp.text());
+        assert!(
+            resp.text().contains("\"pod\": \"loop-pod\""),
+            "{}",
+            resp.text()
+        );
     }
 }

@@ -161,7 +161,11 @@ impl Capture {
             let now = size(&self.file);
             let quiet = now == last;
             last = now;
-            if quiet { Ok(()) } else { Err(format!("{now} bytes and growing")) }
+            if quiet {
+                Ok(())
+            } else {
+                Err(format!("{now} bytes and growing"))
+            }
         });
         self.proc.stop(Duration::from_secs(5));
         read_capture(&self.file, &self.iface)

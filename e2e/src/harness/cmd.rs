@@ -28,7 +28,10 @@ pub enum CmdError {
         stdout: String,
         stderr: String,
     },
-    #[error("`{cmd}` did not finish within {timeout:?} (killed): {}", summary(stderr, stdout))]
+    #[error(
+        "`{cmd}` did not finish within {timeout:?} (killed): {}",
+        summary(stderr, stdout)
+    )]
     Timeout {
         cmd: String,
         timeout: Duration,

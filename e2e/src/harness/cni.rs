@@ -389,8 +389,16 @@ mod tests {
     fn picks_the_first_conf_file_and_wraps_single_confs() {
         let dir = std::env::temp_dir().join(format!("e2e-cni-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("20-b.conflist"), r#"{"cniVersion":"1.0.0","name":"b","plugins":[{"type":"b"}]}"#).unwrap();
-        std::fs::write(dir.join("05-a.conf"), r#"{"cniVersion":"1.0.0","name":"a","type":"ptp"}"#).unwrap();
+        std::fs::write(
+            dir.join("20-b.conflist"),
+            r#"{"cniVersion":"1.0.0","name":"b","plugins":[{"type":"b"}]}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("05-a.conf"),
+            r#"{"cniVersion":"1.0.0","name":"a","type":"ptp"}"#,
+        )
+        .unwrap();
         std::fs::write(dir.join("00-ignored.txt"), "not a conf").unwrap();
         let node = NodeCni {
             node_netns: "x".into(),

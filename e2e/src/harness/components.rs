@@ -9,9 +9,13 @@
 //!   The node tokens file is YAML, node name to bearer token: `node1: 3f9c...`.
 //! - cni-agent, in each node netns:
 //!   `cni-agent --node-name N --config-dir DIR --cni-conf-dir DIR --cni-bin-dir DIR
-//!    --zds-socket PATH --agent-socket PATH`
+//!    --plugin-binary BIN/mesh-cni --plugin-socket PATH --zds-socket PATH --state-dir DIR
+//!    --no-proc-scan`
 //!   It installs `mesh-cni` into the CNI bin dir and appends a plugin of type `mesh-cni`
 //!   (with `agentSocket`) to the node's conflist; that entry is its readiness signal here.
+//!   It publishes `<state-dir>/status.json` (ztunnel connected, enrolled and pending pods).
+//!   `/proc` scanning is off: pods here are named netns, and other clusters' processes must not
+//!   be mistaken for this node's pods.
 //! - ztunnel, in each node netns, per the ztunnel contract: `--node-name`, `--xds-address
 //!   https://<underlay>:15012`, `--ca-root-file`, `--token-file`, `--trust-domain`,
 //!   `--zds-socket`, `--admin-address 127.0.0.1:15000`, `--metrics-address 0.0.0.0:15020`,
@@ -95,6 +99,9 @@ pub struct NodeFiles {
     pub cni_bin_dir: PathBuf,
     pub zds_socket: PathBuf,
     pub agent_socket: PathBuf,
+    pub agent_state_dir: PathBuf,
+    /// The `mesh-cni` binary the agent installs.
+    pub plugin_binary: PathBuf,
     pub token_file: PathBuf,
     pub agent_log: PathBuf,
     pub ztunnel_log: PathBuf,
@@ -110,10 +117,15 @@ pub fn cni_agent_args(n: &NodeFiles, config_dir: &Path, log_level: &str) -> Vec<
         n.cni_conf_dir.display().to_string(),
         "--cni-bin-dir".into(),
         n.cni_bin_dir.display().to_string(),
+        "--plugin-binary".into(),
+        n.plugin_binary.display().to_string(),
+        "--plugin-socket".into(),
+        n.agent_socket.display().to_string(),
         "--zds-socket".into(),
         n.zds_socket.display().to_string(),
-        "--agent-socket".into(),
-        n.agent_socket.display().to_string(),
+        "--state-dir".into(),
+        n.agent_state_dir.display().to_string(),
+        "--no-proc-scan".into(),
         "--log-format".into(),
         "plain".into(),
         "--log-level".into(),
@@ -169,7 +181,8 @@ pub fn ztunnel_config_dump_url() -> String {
 /// Long flags (`--name`) mentioned in a `--help` text.
 pub fn flags_in_help(help: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    for word in help.split(|c: char| c.is_whitespace() || matches!(c, ',' | '[' | ']' | '=' | '<')) {
+    for word in help.split(|c: char| c.is_whitespace() || matches!(c, ',' | '[' | ']' | '=' | '<'))
+    {
         if let Some(rest) = word.strip_prefix("--") {
             let name: String = rest
                 .chars()
@@ -223,11 +236,19 @@ mod tests {
             cni_bin_dir: "/b".into(),
             zds_socket: "/run/ambient-mesh/x/node1/ztunnel.sock".into(),
             agent_socket: "/run/ambient-mesh/x/node1/agent.sock".into(),
+            agent_state_dir: "/s".into(),
+            plugin_binary: "/bin/mesh-cni".into(),
             token_file: "/t".into(),
             agent_log: "/a.log".into(),
             ztunnel_log: "/z.log".into(),
         };
-        let args = ztunnel_args(&n, Ipv4Addr::new(172, 18, 3, 1), Path::new("/ca/root-cert.pem"), "cluster.local", "info");
+        let args = ztunnel_args(
+            &n,
+            Ipv4Addr::new(172, 18, 3, 1),
+            Path::new("/ca/root-cert.pem"),
+            "cluster.local",
+            "info",
+        );
         let joined = args.join(" ");
         for expect in [
             "--node-name node1",
@@ -238,7 +259,10 @@ mod tests {
         ] {
             assert!(joined.contains(expect), "{joined} lacks {expect}");
         }
-        assert_eq!(node_tokens_yaml(&[("node1".into(), "ab".into())]), "node1: \"ab\"\n");
+        assert_eq!(
+            node_tokens_yaml(&[("node1".into(), "ab".into())]),
+            "node1: \"ab\"\n"
+        );
         assert_eq!(random_token().len(), 64);
     }
 }

@@ -250,7 +250,10 @@ mod tests {
         assert!(f.ends_with("namespace-demo.yaml"));
         let text = cfg.read("namespace-demo").unwrap();
         assert!(text.contains("istio.io/dataplane-mode"), "{text}");
-        let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 1, "no temporary file left: {names:?}");
         assert!(cfg.remove("namespace-demo").unwrap());
         assert!(!cfg.remove("namespace-demo").unwrap());
@@ -260,7 +263,13 @@ mod tests {
 
     #[test]
     fn service_lists_ports_and_vip() {
-        let s = service("echo", "demo", &[("app".to_string(), "echo".to_string())].into(), Ipv4Addr::new(10, 3, 200, 1), &[(80, 8080)]);
+        let s = service(
+            "echo",
+            "demo",
+            &[("app".to_string(), "echo".to_string())].into(),
+            Ipv4Addr::new(10, 3, 200, 1),
+            &[(80, 8080)],
+        );
         assert_eq!(s["spec"]["clusterIP"], "10.3.200.1");
         assert_eq!(s["spec"]["ports"][0]["targetPort"], 8080);
         assert_eq!(s["spec"]["selector"]["app"], "echo");

@@ -184,13 +184,19 @@ up 1 1700000000
         let m = Metrics::parse(TEXT).unwrap();
         assert_eq!(m.samples.len(), 3);
         let name = "istio_tcp_connections_opened_total";
-        assert_eq!(m.sum(name, &[("connection_security_policy", "mutual_tls")]), 3.0);
+        assert_eq!(
+            m.sum(name, &[("connection_security_policy", "mutual_tls")]),
+            3.0
+        );
         assert_eq!(m.sum(name, &[]), 4.0);
         assert_eq!(m.sum(name, &[("reporter", "nobody")]), 0.0);
         let odd = m.find(name, &[("reporter", "source")]).next().unwrap();
         assert_eq!(odd.labels["odd"], "a \"q\" \\ b\nc");
         assert_eq!(m.sum("up", &[]), 1.0);
-        assert!(m.describe(name, &["reporter"]).contains("reporter=\"destination\""));
+        assert!(
+            m.describe(name, &["reporter"])
+                .contains("reporter=\"destination\"")
+        );
     }
 
     #[test]

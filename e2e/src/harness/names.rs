@@ -34,8 +34,10 @@ impl ClusterId {
 
     /// Accepts exactly 6 lowercase hex digits.
     pub fn parse(s: &str) -> Option<Self> {
-        (s.len() == 6 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-            .then(|| Self(s.to_string()))
+        (s.len() == 6
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+        .then(|| Self(s.to_string()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -155,7 +157,15 @@ mod tests {
 
     #[test]
     fn foreign_names_are_not_ours() {
-        for n in ["amx", "am12345-u", "am1234567-u", "amABCDEF-u", "am123456-", "cni-1234", ""] {
+        for n in [
+            "amx",
+            "am12345-u",
+            "am1234567-u",
+            "amABCDEF-u",
+            "am123456-",
+            "cni-1234",
+            "",
+        ] {
             assert_eq!(cluster_of_netns(n), None, "{n}");
         }
     }

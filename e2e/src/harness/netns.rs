@@ -163,15 +163,12 @@ pub fn http_get(name: &str, url: &str, timeout: Duration) -> Result<Response, Ne
         source,
     };
     let parsed = Url::parse(url).map_err(http_err)?;
-    let addr: SocketAddr = parsed
-        .authority()
-        .parse()
-        .map_err(|_| {
-            http_err(HttpError::InvalidUrl {
-                url: url.to_string(),
-                reason: "the host must be an IP address".into(),
-            })
-        })?;
+    let addr: SocketAddr = parsed.authority().parse().map_err(|_| {
+        http_err(HttpError::InvalidUrl {
+            url: url.to_string(),
+            reason: "the host must be an IP address".into(),
+        })
+    })?;
     let stream = connect_tcp(name, addr, timeout)?;
     http1::get(stream, &parsed.authority(), &parsed.path, &[]).map_err(http_err)
 }

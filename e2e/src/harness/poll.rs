@@ -4,7 +4,9 @@ use std::time::{Duration, Instant};
 
 /// A condition that did not hold in time.
 #[derive(Debug, thiserror::Error)]
-#[error("timed out after {waited:?} ({attempts} attempts) waiting for {what}; last observation: {last}")]
+#[error(
+    "timed out after {waited:?} ({attempts} attempts) waiting for {what}; last observation: {last}"
+)]
 pub struct PollError {
     pub what: String,
     pub waited: Duration,
@@ -52,7 +54,11 @@ mod tests {
         let mut n = 0;
         let v = eventually("n reaches 3", Duration::from_secs(5), || {
             n += 1;
-            if n >= 3 { Ok(n) } else { Err(format!("n = {n}")) }
+            if n >= 3 {
+                Ok(n)
+            } else {
+                Err(format!("n = {n}"))
+            }
         })
         .unwrap();
         assert_eq!(v, 3);
@@ -60,10 +66,15 @@ mod tests {
 
     #[test]
     fn times_out_with_the_last_observation() {
-        let e = eventually::<()>("never", Duration::from_millis(120), || Err("still no".into()))
-            .unwrap_err();
+        let e = eventually::<()>("never", Duration::from_millis(120), || {
+            Err("still no".into())
+        })
+        .unwrap_err();
         let text = e.to_string();
-        assert!(text.contains("never") && text.contains("still no"), "{text}");
+        assert!(
+            text.contains("never") && text.contains("still no"),
+            "{text}"
+        );
         assert!(e.attempts >= 2);
     }
 }

@@ -14,13 +14,21 @@ pub const MESH_BINARIES: &[&str] = &["istiod", "ztunnel", "cni-agent", "mesh-cni
 /// A missing prerequisite.
 #[derive(Debug, thiserror::Error)]
 pub enum PrereqError {
-    #[error("the network-namespace harness needs root (running as uid {uid}); run the tests or the demo with sudo")]
+    #[error(
+        "the network-namespace harness needs root (running as uid {uid}); run the tests or the demo with sudo"
+    )]
     NotRoot { uid: u32 },
-    #[error("`{tool}` not found in PATH; install the Debian package `{package}` (see scripts/deps-debian.txt, or `make deps`)")]
+    #[error(
+        "`{tool}` not found in PATH; install the Debian package `{package}` (see scripts/deps-debian.txt, or `make deps`)"
+    )]
     Tool { tool: String, package: String },
-    #[error("CNI plugin {path} missing; install the Debian package `containernetworking-plugins` (`make deps`)")]
+    #[error(
+        "CNI plugin {path} missing; install the Debian package `containernetworking-plugins` (`make deps`)"
+    )]
     CniPlugin { path: String },
-    #[error("mesh binary {path} missing; run `cargo build --workspace --bins` first (binaries are looked up in MESH_BIN_DIR, else $CARGO_TARGET_DIR/debug, else next to this executable)")]
+    #[error(
+        "mesh binary {path} missing; run `cargo build --workspace --bins` first (binaries are looked up in MESH_BIN_DIR, else $CARGO_TARGET_DIR/debug, else next to this executable)"
+    )]
     Binary { path: String },
 }
 

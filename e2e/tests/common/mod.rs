@@ -6,7 +6,7 @@ use std::sync::Once;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use e2e::harness::{Cluster, ClusterBuilder, HarnessError, Node, Pod, eventually};
+use e2e::harness::{Cluster, ClusterBuilder, HarnessError, Pod, eventually};
 
 /// Port of the echo servers' TCP echo listener.
 pub const TCP_PORT: u16 = 9000;
@@ -62,39 +62,49 @@ pub fn echo_ok(c: &Cluster, from: &Pod, to: SocketAddr, message: &str) -> anyhow
         .echo_tcp(from, to, message)
         .with_context(|| format!("echo {} -> {to}", from.key()))?;
     if reply != message {
-        bail!("echo {} -> {to}: sent {message:?}, got {reply:?}", from.key());
+        bail!(
+            "echo {} -> {to}: sent {message:?}, got {reply:?}",
+            from.key()
+        );
     }
     Ok(())
 }
 
 /// Polls until an echo succeeds (e.g. while the data plane converges).
-pub fn eventually_echo(c: &Cluster, from: &Pod, to: SocketAddr, message: &str, within: Duration) -> anyhow::Result<()> {
-    eventually(&format!("echo {} -> {to} to succeed", from.key()), within, || {
-        match c.echo_tcp(from, to, message) {
+pub fn eventually_echo(
+    c: &Cluster,
+    from: &Pod,
+    to: SocketAddr,
+    message: &str,
+    within: Duration,
+) -> anyhow::Result<()> {
+    eventually(
+        &format!("echo {} -> {to} to succeed", from.key()),
+        within,
+        || match c.echo_tcp(from, to, message) {
             Ok(r) if r == message => Ok(()),
             Ok(r) => Err(format!("wrong echo {r:?}")),
             Err(e) => Err(e.to_string()),
-        }
-    })?;
+        },
+    )?;
     Ok(())
 }
 
 /// Polls until echoes are refused (policy propagation), then checks that three more in a row
-/// are refused too and none of them brought the message back.
-pub fn eventually_denied(c: &Cluster, from: &Pod, to: SocketAddr, message: &str) -> anyhow::Result<String> {
-    let first = eventually(&format!("echo {} -> {to} to be refused", from.key()), PROPAGATION, || {
-        match c.echo_tcp(from, to, message) {
-            Ok(r) => Err(format!("still allowed (echoed {r:?})")),
-            Err(e @ HarnessError::EchoFailed { .. }) => Ok(e.to_string()),
-            Err(e) => Ok(format!("harness error: {e}")),
-        }
-    })?;
-    if first.starts_with("harness error") {
-        bail!("{first}");
-    }
+/// are refused too and none of them brought the message back. Returns the client's error.
+pub fn eventually_denied(
+    c: &Cluster,
+    from: &Pod,
+    to: SocketAddr,
+    message: &str,
+) -> anyhow::Result<String> {
+    let first = c.wait_refused(from, to, message, PROPAGATION)?;
     for i in 0..3 {
         match c.echo_tcp(from, to, message) {
-            Ok(r) => bail!("echo {} -> {to} allowed again on retry {i} (echoed {r:?}) after being refused: {first}", from.key()),
+            Ok(r) => bail!(
+                "echo {} -> {to} allowed again on retry {i} (echoed {r:?}) after being refused: {first}",
+                from.key()
+            ),
             Err(HarnessError::EchoFailed { stdout, .. }) if stdout.contains(message) => {
                 bail!("a refused echo still printed the message: {stdout:?}")
             }
@@ -105,59 +115,11 @@ pub fn eventually_denied(c: &Cluster, from: &Pod, to: SocketAddr, message: &str)
     Ok(first)
 }
 
-/// Sum of `istio_tcp_connections_opened_total` on `node`'s ztunnel for these labels.
-pub fn opened(c: &Cluster, node: &Node, filter: &[(&str, &str)]) -> anyhow::Result<f64> {
-    let m = c.ztunnel_metrics(node).with_context(|| format!("scraping {} ztunnel", node.name))?;
-    Ok(m.sum("istio_tcp_connections_opened_total", filter))
-}
-
-/// Labels of a destination-reported mTLS connection from `src` to `dst`.
-pub fn mtls_labels(c: &Cluster, src: &Pod, dst: &Pod) -> Vec<(String, String)> {
-    vec![
-        ("reporter".into(), "destination".into()),
-        ("connection_security_policy".into(), "mutual_tls".into()),
-        ("source_principal".into(), c.principal(&src.namespace, &src.service_account)),
-        ("destination_principal".into(), c.principal(&dst.namespace, &dst.service_account)),
-    ]
-}
-
-/// Polls until an echo from `src` to `dst` succeeds and `dst`'s ztunnel reports one more
-/// mutual-TLS connection with both principals than `before` (see [`mtls_count`]).
+/// Polls until `src` reaches `dst`'s echo port over mutual TLS, as counted by `dst`'s ztunnel
+/// with both principals.
 pub fn eventually_mtls(c: &Cluster, src: &Pod, dst: &Pod, message: &str) -> anyhow::Result<()> {
-    let node = c.node(&dst.node)?;
-    let labels = mtls_labels(c, src, dst);
-    let filter: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let mut last_metrics = String::new();
-    let res = eventually(
-        &format!("{} -> {} over mutual TLS (destination ztunnel metrics)", src.key(), dst.key()),
-        PROPAGATION,
-        || {
-            let before = opened(c, node, &filter).map_err(|e| format!("{e:#}"))?;
-            c.echo_tcp(src, dst.addr(TCP_PORT), message)
-                .map_err(|e| format!("echo failed: {e}"))?;
-            // The counter may be bumped when the connection opens or a moment later.
-            let after = eventually("the opened counter to move", Duration::from_secs(5), || {
-                let now = opened(c, node, &filter).map_err(|e| format!("{e:#}"))?;
-                if now > before { Ok(now) } else { Err(format!("still {now}")) }
-            });
-            match after {
-                Ok(_) => Ok(()),
-                Err(e) => {
-                    last_metrics = c
-                        .ztunnel_metrics(node)
-                        .map(|m| {
-                            m.describe(
-                                "istio_tcp_connections_opened_total",
-                                &["reporter", "connection_security_policy", "source_principal", "destination_principal"],
-                            )
-                        })
-                        .unwrap_or_else(|e| e.to_string());
-                    Err(format!("echo worked but no new mutual_tls connection was counted ({e})"))
-                }
-            }
-        },
-    );
-    res.map_err(|e| anyhow!("{e}\nexpected labels {filter:?}\n{} ztunnel metrics:\n{last_metrics}", node.name))
+    c.wait_mtls(src, dst, TCP_PORT, message, PROPAGATION)?;
+    Ok(())
 }
 
 /// Whether ztunnel's in-pod listeners (15001, 15006, 15008) are bound in the pod's netns.
@@ -168,41 +130,15 @@ pub fn ztunnel_in_pod(c: &Cluster, pod: &Pod) -> anyhow::Result<bool> {
         .all(|p| ports.contains(p)))
 }
 
-/// Polls until the pod is enrolled as observed from inside its netns: ztunnel listening there
-/// and redirect rules installed (different from `baseline_rules`).
-pub fn eventually_enrolled(c: &Cluster, pod: &Pod, baseline_rules: &[String]) -> anyhow::Result<()> {
-    eventually(&format!("pod {} to be enrolled (ztunnel listeners and redirect rules in its netns)", pod.key()), PROPAGATION, || {
-        let ports = c.listening_ports(pod).map_err(|e| e.to_string())?;
-        let rules = c.netns_rules(pod).map_err(|e| e.to_string())?;
-        let listening = e2e::harness::components::ZTUNNEL_POD_PORTS.iter().all(|p| ports.contains(p));
-        if listening && rules != baseline_rules {
-            Ok(())
-        } else {
-            Err(format!("listening ports {ports:?}; {} rule lines (baseline {})", rules.len(), baseline_rules.len()))
-        }
-    })?;
-    Ok(())
-}
-
-/// Polls until the pod's netns is back to its un-enrolled state: exactly the app's listeners
-/// and the baseline rules.
-pub fn eventually_released(c: &Cluster, pod: &Pod, app_ports: &[u16], baseline_rules: &[String]) -> anyhow::Result<()> {
-    eventually(&format!("pod {} to be released (no ztunnel listener, no rule of ours)", pod.key()), PROPAGATION, || {
-        let ports = c.listening_ports(pod).map_err(|e| e.to_string())?;
-        let rules = c.netns_rules(pod).map_err(|e| e.to_string())?;
-        if ports == app_ports && rules == baseline_rules {
-            Ok(())
-        } else {
-            let extra: Vec<&String> = rules.iter().filter(|r| !baseline_rules.contains(r)).collect();
-            Err(format!("listening ports {ports:?} (want {app_ports:?}); rules not in the baseline: {extra:?}"))
-        }
-    })?;
-    Ok(())
-}
-
 /// An AuthorizationPolicy for pods labelled `app: <app>`, from these principals
 /// (`<td>/ns/<ns>/sa/<sa>`, as Istio writes them).
-pub fn policy_yaml(name: &str, namespace: &str, action: &str, app: &str, principals: &[String]) -> String {
+pub fn policy_yaml(
+    name: &str,
+    namespace: &str,
+    action: &str,
+    app: &str,
+    principals: &[String],
+) -> String {
     let list: Vec<String> = principals.iter().map(|p| format!("\"{p}\"")).collect();
     format!(
         "apiVersion: security.istio.io/v1

@@ -42,7 +42,12 @@ pub struct Args {
     #[arg(long, env = "RESYNC_SECONDS", default_value_t = 10)]
     pub resync_seconds: u64,
     /// Namespaces whose pods the plugin lets through without asking the agent.
-    #[arg(long, env = "EXCLUDE_NAMESPACES", value_delimiter = ',', default_value = "kube-system")]
+    #[arg(
+        long,
+        env = "EXCLUDE_NAMESPACES",
+        value_delimiter = ',',
+        default_value = "kube-system"
+    )]
     pub exclude_namespaces: Vec<String>,
     /// Named network namespaces searched for pods started before the agent.
     #[arg(long, env = "NETNS_DIR", default_value = "/var/run/netns")]

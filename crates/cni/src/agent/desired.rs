@@ -75,9 +75,7 @@ pub fn find_pod<'a>(snap: &'a Snapshot, key: &PodKey) -> Option<&'a Pod> {
 pub fn fallback_view(key: &PodKey, uid: Option<&str>, snap: &Snapshot) -> PodView {
     PodView {
         workload: PodWorkload {
-            uid: uid
-                .map(str::to_string)
-                .unwrap_or_else(|| key.to_string()),
+            uid: uid.map(str::to_string).unwrap_or_else(|| key.to_string()),
             namespace: key.namespace.clone(),
             name: key.name.clone(),
             service_account: "default".to_string(),
@@ -161,7 +159,9 @@ spec: {nodeName: node-b, containers: [{name: c, image: i}]}
         assert_eq!(v.workload.uid, "uid-9");
         assert!(!fallback_view(&PodKey::new("plain", "x"), None, &snap).enroll);
         assert_eq!(
-            fallback_view(&PodKey::new("plain", "x"), None, &snap).workload.uid,
+            fallback_view(&PodKey::new("plain", "x"), None, &snap)
+                .workload
+                .uid,
             "plain/x"
         );
     }

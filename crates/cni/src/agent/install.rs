@@ -124,7 +124,10 @@ pub fn primary_config(conf_dir: &Path) -> Result<Option<PathBuf>, InstallError> 
         .map(|e| e.path())
         .filter(|p| p.is_file())
         .filter(|p| {
-            let name = p.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default();
             !name.starts_with('.')
                 && ["conf", "conflist", "json"]
                     .iter()
@@ -190,7 +193,10 @@ pub fn install(cfg: &InstallConfig) -> Result<InstallReport, InstallError> {
     } else {
         // A single plugin configuration: wrap it in a list of the same name.
         let version = value.get("cniVersion").cloned().unwrap_or(json!("0.3.1"));
-        let name = value.get("name").cloned().unwrap_or(json!("k8s-pod-network"));
+        let name = value
+            .get("name")
+            .cloned()
+            .unwrap_or(json!("k8s-pod-network"));
         let list = json!({"cniVersion": version, "name": name, "plugins": [value, entry]});
         let target = file.with_extension("conflist");
         save_backup(cfg, &file, &bytes)?;
@@ -214,8 +220,7 @@ fn install_binary(cfg: &InstallConfig) -> Result<bool, InstallError> {
     std::fs::create_dir_all(&cfg.bin_dir).map_err(io_err(&cfg.bin_dir))?;
     let tmp = cfg.bin_dir.join(format!(".{PLUGIN_TYPE}.tmp"));
     std::fs::write(&tmp, &new).map_err(io_err(&tmp))?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
-        .map_err(io_err(&tmp))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).map_err(io_err(&tmp))?;
     std::fs::rename(&tmp, &dst).map_err(io_err(&dst))?;
     info!(path = %dst.display(), "installed the plugin binary");
     Ok(true)

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::fs::File;
 use std::io;
 use std::net::IpAddr;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -52,10 +52,10 @@ impl Netns {
         let file = File::open(&path).map_err(open_err)?;
         let inode = file.metadata().map_err(open_err)?.ino();
         let fd = OwnedFd::from(file);
-        // The magic link of a namespace descriptor reads `net:[INODE]`.
-        let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
-            .map_err(open_err)?;
-        if !link.to_string_lossy().starts_with("net:[") {
+        // A namespace file lives on nsfs (whether opened through /proc or a bind mount); that
+        // it is a *network* namespace is checked by the kernel when entering it.
+        let fs = nix::sys::statfs::fstatfs(&fd).map_err(|e| open_err(e.into()))?;
+        if fs.filesystem_type() != nix::sys::statfs::NSFS_MAGIC {
             return Err(NetnsError::NotNetns(path));
         }
         Ok(Self { path, fd, inode })
@@ -173,11 +173,13 @@ pub fn find_by_ip(ips: &[IpAddr], netns_dir: &Path, scan_proc: bool) -> Option<N
     if ips.is_empty() {
         return None;
     }
-    candidates(netns_dir, scan_proc).into_iter().find_map(|path| {
-        let ns = Netns::open(&path).ok()?;
-        let addrs = ns.addresses().ok()?;
-        addrs.iter().any(|a| ips.contains(a)).then_some(ns)
-    })
+    candidates(netns_dir, scan_proc)
+        .into_iter()
+        .find_map(|path| {
+            let ns = Netns::open(&path).ok()?;
+            let addrs = ns.addresses().ok()?;
+            addrs.iter().any(|a| ips.contains(a)).then_some(ns)
+        })
 }
 
 #[cfg(test)]
@@ -190,7 +192,7 @@ mod tests {
         let want = std::fs::metadata("/proc/self/ns/net").expect("stat").ino();
         assert_eq!(ns.inode(), want);
         assert!(matches!(
-            Netns::open("/proc/self/ns/uts"),
+            Netns::open("/proc/self/status"),
             Err(NetnsError::NotNetns(_))
         ));
         assert!(matches!(

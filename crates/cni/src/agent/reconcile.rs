@@ -22,8 +22,7 @@ use super::enroller::Enroller;
 use super::netns::{self, Netns, NetnsError};
 use super::rules::{self, RedirectConfig};
 use super::state::{
-    EnrolledPod, Enrolment, PendingPod, PodKey, PodRecord, StateError, StateStore, Status,
-    now_unix,
+    EnrolledPod, Enrolment, PendingPod, PodKey, PodRecord, StateError, StateStore, Status, now_unix,
 };
 use super::zds_sender::{PodWorkload, ZdsSender};
 use crate::api::{PROTOCOL_VERSION, PluginCommand, PluginRequest, PluginResponse};
@@ -113,9 +112,10 @@ impl Agent {
                 }
             };
             let refreshed = rules::install_async(ns.clone(), cfg.rules.clone()).await;
-            match refreshed.map_err(|e| e.to_string()).and_then(|()| {
-                ns.try_clone_fd().map_err(|e| e.to_string())
-            }) {
+            match refreshed
+                .map_err(|e| e.to_string())
+                .and_then(|()| ns.try_clone_fd().map_err(|e| e.to_string()))
+            {
                 Ok(fd) => restored.push((workload_of(key, &en), fd)),
                 Err(e) => {
                     warn!(pod = %key, error = %e, "cannot restore enrolled pod; will enrol again");
@@ -290,13 +290,16 @@ impl Agent {
             None => desired::fallback_view(&key, req.pod_uid.as_deref(), &snap),
         };
         let inner = self.inner.lock().await;
-        let rec = inner
-            .store
-            .pods
-            .get(&key)
-            .filter(|r| r.container_id.as_deref().is_none_or(|c| c == req.container_id));
+        let rec = inner.store.pods.get(&key).filter(|r| {
+            r.container_id
+                .as_deref()
+                .is_none_or(|c| c == req.container_id)
+        });
         let error = |message: String| PluginResponse::Error { message };
-        match (view.enroll, rec.and_then(|r| r.enrolled.as_ref().map(|_| r))) {
+        match (
+            view.enroll,
+            rec.and_then(|r| r.enrolled.as_ref().map(|_| r)),
+        ) {
             (true, Some(rec)) => {
                 let Some(Ok(ns)) = open_recorded(rec) else {
                     return error("the pod's network namespace is gone".into());
@@ -367,7 +370,11 @@ impl Agent {
                 seen_in_config: true,
                 ..PodRecord::default()
             });
-            if rec.enrolled.as_ref().is_some_and(|e| known.contains(&e.uid)) {
+            if rec
+                .enrolled
+                .as_ref()
+                .is_some_and(|e| known.contains(&e.uid))
+            {
                 continue;
             }
             let ns = match open_recorded(rec) {

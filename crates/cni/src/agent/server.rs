@@ -1,6 +1,6 @@
 //! The agent's socket for the CNI plugin (see [`crate::api`] for the exchange).
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,13 +28,18 @@ pub enum ServerError {
 /// The listening socket; dropping it stops serving and removes the socket file.
 pub struct PluginServer {
     path: PathBuf,
+    /// Inode of our socket file: a socket bound at the same path since is not ours to remove.
+    inode: Option<u64>,
     task: JoinHandle<()>,
 }
 
 impl Drop for PluginServer {
     fn drop(&mut self) {
         self.task.abort();
-        let _ = std::fs::remove_file(&self.path);
+        let current = std::fs::metadata(&self.path).ok().map(|m| m.ino());
+        if current.is_some() && current == self.inode {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -55,8 +60,7 @@ impl PluginServer {
             Err(e) => return Err(bind_err(e)),
         }
         let listener = UnixListener::bind(path).map_err(bind_err)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .map_err(bind_err)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
         let task = tokio::spawn(async move {
             loop {
                 match listener.accept().await {
@@ -72,6 +76,7 @@ impl PluginServer {
         });
         Ok(Self {
             path: path.to_path_buf(),
+            inode: std::fs::metadata(path).ok().map(|m| m.ino()),
             task,
         })
     }

@@ -266,10 +266,15 @@ mod tests {
             }),
             seen_in_config: true,
         };
-        store.pods.insert(PodKey::new("shop", "cart-0"), record.clone());
+        store
+            .pods
+            .insert(PodKey::new("shop", "cart-0"), record.clone());
         store.save().expect("save");
         let again = StateStore::load(dir.path()).expect("reload");
-        assert_eq!(again.pods.get(&PodKey::new("shop", "cart-0")), Some(&record));
+        assert_eq!(
+            again.pods.get(&PodKey::new("shop", "cart-0")),
+            Some(&record)
+        );
     }
 
     #[test]

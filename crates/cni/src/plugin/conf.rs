@@ -226,7 +226,12 @@ mod tests {
         )
         .expect("parse");
         assert_eq!(args.pod(), Some(("shop", "cart-0")));
-        assert!(CniArgs::parse("IgnoreUnknown=1").expect("parse").pod().is_none());
+        assert!(
+            CniArgs::parse("IgnoreUnknown=1")
+                .expect("parse")
+                .pod()
+                .is_none()
+        );
         assert_eq!(
             CniArgs::parse("novalue").expect_err("bad").code,
             code::DECODE_FAILURE

@@ -3,7 +3,10 @@
 
 #![allow(dead_code)]
 
+pub mod agent_proc;
+pub mod chain;
 pub mod fake_agent;
+pub mod fake_ztunnel;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -96,13 +99,19 @@ impl TestNetns {
     /// `iptables-save -t nat` (or `ip6tables-save` when `v6`) inside the namespace.
     pub fn nat_rules(&self, v6: bool) -> String {
         require_tool("iptables-save", "iptables");
-        let tool = if v6 { "ip6tables-save" } else { "iptables-save" };
+        let tool = if v6 {
+            "ip6tables-save"
+        } else {
+            "iptables-save"
+        };
         String::from_utf8_lossy(&self.exec(&[tool, "-t", "nat"]).stdout).into_owned()
     }
 
-    /// Adds a dummy interface holding `addr` (CIDR), up.
+    /// Adds an interface holding `addr` (CIDR): one end of a veth pair kept inside.
     pub fn add_address(&self, addr: &str) {
-        self.exec(&["ip", "link", "add", "d0", "type", "dummy"]);
+        self.exec(&[
+            "ip", "link", "add", "d0", "type", "veth", "peer", "name", "d1",
+        ]);
         self.exec(&["ip", "addr", "add", addr, "dev", "d0"]);
         self.exec(&["ip", "link", "set", "d0", "up"]);
     }
@@ -142,7 +151,10 @@ pub fn mesh_lines(save: &str) -> Vec<String> {
 pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !cond() {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

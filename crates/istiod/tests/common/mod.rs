@@ -29,3 +29,6 @@ pub fn pod(ns: &str, name: &str, labels: &str, node: &str, ip: &str) -> String {
          status: {{phase: Running, podIP: {ip}}}\n---\n"
     )
 }
+
+pub mod harness;
+pub mod mesh;

@@ -63,16 +63,36 @@ pub(crate) async fn open_stream(
     info: Arc<ConnectionInfo>,
     slot: Option<StreamSlot>,
 ) -> Result<H2Stream, HboneError> {
+    let addr = info.peer_addr;
     let request = connect_request(authority, headers)?;
-    let mut send = send.ready().await?;
-    let (response, stream) = send.send_request(request, false)?;
+    let mut send = send.ready().await.map_err(|e| classify(e, addr))?;
+    let (response, stream) = send
+        .send_request(request, false)
+        .map_err(|e| classify(e, addr))?;
     drop(send);
-    let response = response.await?;
+    let response = response.await.map_err(|e| classify(e, addr))?;
     let status = response.status();
     if !status.is_success() {
         return Err(HboneError::Status(status));
     }
     Ok(H2Stream::new(stream, response.into_body(), info, slot))
+}
+
+/// TLS 1.3 lets the client finish its handshake before the server has checked the client
+/// certificate, so a refusal arrives as an alert during the first HTTP/2 exchange: report it as
+/// the TLS failure it is. The TLS layer reports its errors (alerts included) as `InvalidData`,
+/// and HTTP/2 keeps only the kind and text of i/o errors, so the kind is what identifies them.
+fn classify(err: h2::Error, addr: SocketAddr) -> HboneError {
+    let is_tls = err
+        .get_io()
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::InvalidData);
+    if !is_tls {
+        return HboneError::H2(err);
+    }
+    let source = err
+        .into_io()
+        .unwrap_or_else(|| std::io::Error::other("TLS failure during the HTTP/2 exchange"));
+    HboneError::Tls { addr, source }
 }
 
 fn connect_request(authority: SocketAddr, headers: HeaderMap) -> Result<Request<()>, HboneError> {

@@ -19,7 +19,7 @@ pub use error::{FailureSide, HboneError};
 pub use info::ConnectionInfo;
 pub use pool::{Pool, PoolConfig, PoolKey};
 pub use server::{Handler, InboundRequest, Responder, parse_authority, serve, serve_connection};
-pub use stream::{H2ReadHalf, H2Stream, H2WriteHalf};
+pub use stream::{H2ReadHalf, H2Stream, H2WriteHalf, LINGER_TIMEOUT};
 
 /// Port of the HBONE listener.
 pub const HBONE_PORT: u16 = 15008;

@@ -267,3 +267,30 @@ fn reply(mut respond: SendResponse<Bytes>, status: StatusCode) {
         tracing::debug!(error = %e, %status, "sending CONNECT response failed");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authority_is_ip_and_port() {
+        assert_eq!(
+            parse_authority("10.1.2.3:8080").expect("v4"),
+            SocketAddr::from(([10, 1, 2, 3], 8080))
+        );
+        assert_eq!(
+            parse_authority("[fd00::7]:443").expect("v6"),
+            "[fd00::7]:443".parse::<SocketAddr>().expect("addr")
+        );
+        for bad in [
+            "example.com:80",
+            "10.1.2.3",
+            "fd00::7:443",
+            "",
+            "10.1.2.3:99999",
+        ] {
+            let err = parse_authority(bad).expect_err(bad);
+            assert!(err.to_string().contains("expected ip:port"), "{err}");
+        }
+    }
+}

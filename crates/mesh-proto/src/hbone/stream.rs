@@ -3,10 +3,13 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use h2::{Reason, RecvStream, SendStream};
+use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::error::h2_to_io;
@@ -15,12 +18,20 @@ use super::pool::StreamSlot;
 
 /// Largest amount of send capacity requested for one write.
 const MAX_WRITE_RESERVATION: usize = 1 << 20;
+/// How long a dropped stream whose write side was shut down keeps draining the peer's data so
+/// that its own queued data is still delivered (see [`H2Stream`]).
+pub const LINGER_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// State shared by both halves of a stream: the connection facts and, for pooled streams, the
-/// pool slot released when the last half is dropped.
+/// State shared by both halves of a stream.
 #[derive(Debug)]
 struct Shared {
     info: Arc<ConnectionInfo>,
+    /// Set once END_STREAM has been queued.
+    write_done: AtomicBool,
+    /// The receive side, kept here when the read half is dropped before the peer finished while
+    /// the write half still lives, so that a later clean close can linger with it.
+    parked_recv: Mutex<Option<RecvStream>>,
+    /// For pooled streams, released when the stream is completely gone.
     _slot: Option<StreamSlot>,
 }
 
@@ -29,7 +40,13 @@ struct Shared {
 /// Writes wait for HTTP/2 send capacity, so a slow peer slows the writer instead of growing a
 /// buffer. `shutdown()` sends END_STREAM while reads continue. A stream reset by the peer reads
 /// and writes as `ConnectionReset`. Received data returns flow-control credit to the peer as it
-/// is read. Dropping the stream before both directions have ended resets it.
+/// is read.
+///
+/// Closing: after `shutdown()`, dropping the stream lets data still queued for the peer go out;
+/// if the peer has not finished sending, its data is read and discarded for up to
+/// [`LINGER_TIMEOUT`] instead of resetting the stream. Dropping the stream (or its write half)
+/// without `shutdown()` aborts it with RST_STREAM(CANCEL), as does [`H2Stream::reset`] with
+/// CONNECT_ERROR.
 #[derive(Debug)]
 pub struct H2Stream {
     read: H2ReadHalf,
@@ -39,7 +56,8 @@ pub struct H2Stream {
 /// Receiving half of an [`H2Stream`].
 #[derive(Debug)]
 pub struct H2ReadHalf {
-    recv: RecvStream,
+    /// Always present until drop.
+    recv: Option<RecvStream>,
     pending: Bytes,
     eof: bool,
     shared: Arc<Shared>,
@@ -50,6 +68,7 @@ pub struct H2ReadHalf {
 pub struct H2WriteHalf {
     send: SendStream<Bytes>,
     shut_down: bool,
+    reset: bool,
     shared: Arc<Shared>,
 }
 
@@ -60,10 +79,15 @@ impl H2Stream {
         info: Arc<ConnectionInfo>,
         slot: Option<StreamSlot>,
     ) -> Self {
-        let shared = Arc::new(Shared { info, _slot: slot });
+        let shared = Arc::new(Shared {
+            info,
+            write_done: AtomicBool::new(false),
+            parked_recv: Mutex::new(None),
+            _slot: slot,
+        });
         Self {
             read: H2ReadHalf {
-                recv,
+                recv: Some(recv),
                 pending: Bytes::new(),
                 eof: false,
                 shared: shared.clone(),
@@ -71,6 +95,7 @@ impl H2Stream {
             write: H2WriteHalf {
                 send,
                 shut_down: false,
+                reset: false,
                 shared,
             },
         }
@@ -109,6 +134,7 @@ impl H2WriteHalf {
     /// Aborts the stream with RST_STREAM(CONNECT_ERROR).
     pub fn reset(&mut self) {
         self.shut_down = true;
+        self.reset = true;
         self.send.send_reset(Reason::CONNECT_ERROR);
     }
 
@@ -135,12 +161,57 @@ impl H2WriteHalf {
 
 impl Drop for H2ReadHalf {
     fn drop(&mut self) {
-        // Return the credit of data taken from the stream but never read, so it does not stay
-        // charged to the connection window while the send half lives on.
+        let Some(mut recv) = self.recv.take() else {
+            return;
+        };
+        // Return the credit of data taken from the stream but never read.
         if !self.pending.is_empty() {
-            let _ = self.recv.flow_control().release_capacity(self.pending.len());
+            let _ = recv.flow_control().release_capacity(self.pending.len());
+        }
+        if self.eof {
+            return;
+        }
+        if self.shared.write_done.load(Ordering::Acquire) {
+            linger(recv, self.shared.clone());
+        } else if Arc::strong_count(&self.shared) > 1 {
+            // The write half lives on and may still close cleanly.
+            *self.shared.parked_recv.lock() = Some(recv);
         }
     }
+}
+
+impl Drop for H2WriteHalf {
+    fn drop(&mut self) {
+        if !self.shut_down {
+            self.send.send_reset(Reason::CANCEL);
+            return;
+        }
+        if self.reset {
+            return;
+        }
+        if let Some(recv) = self.shared.parked_recv.lock().take() {
+            linger(recv, self.shared.clone());
+        }
+    }
+}
+
+/// Keeps a cleanly closed stream open until the peer finishes (discarding what it sends) or
+/// [`LINGER_TIMEOUT`] passes, so that our queued data is delivered instead of being cancelled.
+fn linger(mut recv: RecvStream, shared: Arc<Shared>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        let _shared = shared;
+        let drain = async {
+            while let Some(Ok(chunk)) = recv.data().await {
+                let _ = recv.flow_control().release_capacity(chunk.len());
+            }
+        };
+        if tokio::time::timeout(LINGER_TIMEOUT, drain).await.is_err() {
+            tracing::debug!("peer did not finish the stream in time; resetting it");
+        }
+    });
 }
 
 impl AsyncRead for H2ReadHalf {
@@ -150,12 +221,15 @@ impl AsyncRead for H2ReadHalf {
         out: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        let Some(recv) = this.recv.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
         loop {
             if !this.pending.is_empty() {
                 let n = out.remaining().min(this.pending.len());
                 out.put_slice(&this.pending[..n]);
                 this.pending.advance(n);
-                if let Err(e) = this.recv.flow_control().release_capacity(n) {
+                if let Err(e) = recv.flow_control().release_capacity(n) {
                     tracing::debug!(error = %e, "releasing HTTP/2 receive capacity failed");
                 }
                 return Poll::Ready(Ok(()));
@@ -163,7 +237,7 @@ impl AsyncRead for H2ReadHalf {
             if this.eof {
                 return Poll::Ready(Ok(()));
             }
-            match ready!(this.recv.poll_data(cx)) {
+            match ready!(recv.poll_data(cx)) {
                 Some(Ok(chunk)) => this.pending = chunk,
                 None => this.eof = true,
                 // The peer finished its side and then told us to stop sending: everything it
@@ -226,14 +300,19 @@ impl AsyncWrite for H2WriteHalf {
             return Poll::Ready(Ok(()));
         }
         this.shut_down = true;
-        match this.send.send_data(Bytes::new(), true) {
-            Ok(()) => Poll::Ready(Ok(())),
+        let result = match this.send.send_data(Bytes::new(), true) {
+            Ok(()) => Ok(()),
             Err(e) => match this.send_error(cx, Some(e)) {
                 // The peer already ended the exchange and wants no more data: nothing to close.
-                err if err.kind() == io::ErrorKind::BrokenPipe => Poll::Ready(Ok(())),
-                err => Poll::Ready(Err(err)),
+                err if err.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+                err => Err(err),
             },
+        };
+        match &result {
+            Ok(()) => this.shared.write_done.store(true, Ordering::Release),
+            Err(_) => this.reset = true,
         }
+        Poll::Ready(result)
     }
 }
 

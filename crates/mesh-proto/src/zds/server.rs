@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,6 +53,9 @@ pub struct ZdsServer {
 
 struct Shared {
     path: PathBuf,
+    /// Inode of the socket file we created, so that dropping the server never removes a socket
+    /// another process has bound at the same path since.
+    inode: Option<u64>,
     opts: ZdsServerOptions,
     state: Mutex<State>,
     status: watch::Sender<ZdsStatus>,
@@ -100,12 +104,14 @@ impl ZdsServer {
             Err(e) => return Err(e.into()),
         }
         let listener = SeqPacketListener::bind(&path)?;
+        let inode = std::fs::metadata(&path).ok().map(|m| m.ino());
         let workloads = initial
             .into_iter()
             .map(|(uid, info, netns)| (uid, Entry { info, netns }))
             .collect();
         let shared = Arc::new(Shared {
             path,
+            inode,
             opts,
             state: Mutex::new(State {
                 workloads,
@@ -186,7 +192,10 @@ impl ZdsServer {
 impl Drop for ZdsServer {
     fn drop(&mut self) {
         self.accept.abort();
-        let _ = std::fs::remove_file(&self.shared.path);
+        let current = std::fs::metadata(&self.shared.path).ok().map(|m| m.ino());
+        if current.is_some() && current == self.shared.inode {
+            let _ = std::fs::remove_file(&self.shared.path);
+        }
     }
 }
 

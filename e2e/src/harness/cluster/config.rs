@@ -60,7 +60,11 @@ impl Service {
 }
 
 impl Cluster {
-    fn write_namespace(&self, ns: &str, labels: &BTreeMap<String, String>) -> Result<(), HarnessError> {
+    fn write_namespace(
+        &self,
+        ns: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), HarnessError> {
         self.config.write_object(
             &manifests::object_file("Namespace", "", ns),
             &manifests::namespace(ns, labels),
@@ -91,7 +95,12 @@ impl Cluster {
     }
 
     /// Sets (`Some`) or removes (`None`) a namespace label, like `kubectl label ns`.
-    pub fn label_namespace(&self, ns: &str, key: &str, value: Option<&str>) -> Result<(), HarnessError> {
+    pub fn label_namespace(
+        &self,
+        ns: &str,
+        key: &str,
+        value: Option<&str>,
+    ) -> Result<(), HarnessError> {
         let mut st = self.state();
         let labels = st.namespaces.entry(ns.to_string()).or_default();
         match value {
@@ -130,7 +139,13 @@ impl Cluster {
         let vip = self.plan.service_vip(st.next_vip);
         self.config.write_object(
             &manifests::object_file("Service", &spec.namespace, &spec.name),
-            &manifests::service(&spec.name, &spec.namespace, &spec.selector, vip, &spec.ports),
+            &manifests::service(
+                &spec.name,
+                &spec.namespace,
+                &spec.selector,
+                vip,
+                &spec.ports,
+            ),
         )?;
         let svc = Service {
             name: spec.name.clone(),
@@ -138,8 +153,7 @@ impl Cluster {
             vip,
             ports: spec.ports.clone(),
         };
-        st.services
-            .insert((spec.namespace, spec.name), svc.clone());
+        st.services.insert((spec.namespace, spec.name), svc.clone());
         Ok(svc)
     }
 
@@ -147,8 +161,11 @@ impl Cluster {
         self.state()
             .services
             .remove(&(svc.namespace.clone(), svc.name.clone()));
-        self.config
-            .remove(&manifests::object_file("Service", &svc.namespace, &svc.name))?;
+        self.config.remove(&manifests::object_file(
+            "Service",
+            &svc.namespace,
+            &svc.name,
+        ))?;
         Ok(())
     }
 }

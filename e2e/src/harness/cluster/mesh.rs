@@ -33,8 +33,10 @@ impl Cluster {
         let mut tokens = Vec::new();
         for n in &self.nodes {
             let token = components::random_token();
-            std::fs::write(&n.files.token_file, &token)
-                .map_err(HarnessError::io(format!("writing {}", n.files.token_file.display())))?;
+            std::fs::write(&n.files.token_file, &token).map_err(HarnessError::io(format!(
+                "writing {}",
+                n.files.token_file.display()
+            )))?;
             tokens.push((n.name.clone(), token));
         }
         let f = &self.istiod_files;
@@ -59,11 +61,23 @@ impl Cluster {
         let n = &self.nodes[0];
         let root = f.root_cert();
         let checks = [
-            ("istiod", components::istiod_args(f, &self.trust_domain, &self.log_level)),
-            ("cni-agent", components::cni_agent_args(&n.files, &f.config_dir, &self.log_level)),
+            (
+                "istiod",
+                components::istiod_args(f, &self.trust_domain, &self.log_level),
+            ),
+            (
+                "cni-agent",
+                components::cni_agent_args(&n.files, &f.config_dir, &self.log_level),
+            ),
             (
                 "ztunnel",
-                components::ztunnel_args(&n.files, self.underlay_ip, &root, &self.trust_domain, &self.log_level),
+                components::ztunnel_args(
+                    &n.files,
+                    self.underlay_ip,
+                    &root,
+                    &self.trust_domain,
+                    &self.log_level,
+                ),
             ),
         ];
         for (bin, args) in checks {
@@ -206,7 +220,10 @@ impl Cluster {
 
     /// `Ok` when the node's ztunnel answers 200 on `/healthz/ready`.
     pub fn ztunnel_ready(&self, node: &Node) -> Result<(), String> {
-        probe(&self.underlay_netns, &components::ztunnel_ready_url(node.ip))
+        probe(
+            &self.underlay_netns,
+            &components::ztunnel_ready_url(node.ip),
+        )
     }
 
     /// `Ok` when the node's conflist has the `mesh-cni` plugin chained.
@@ -215,7 +232,9 @@ impl Cluster {
         if types.iter().any(|t| t == MESH_CNI_TYPE) {
             Ok(())
         } else {
-            Err(format!("conflist plugins are {types:?}, no {MESH_CNI_TYPE}"))
+            Err(format!(
+                "conflist plugins are {types:?}, no {MESH_CNI_TYPE}"
+            ))
         }
     }
 
@@ -230,7 +249,11 @@ impl Cluster {
         let st = &mut *st;
         for p in st.agents.values_mut().chain(st.ztunnels.values_mut()) {
             if let Some(s) = p.exit_status() {
-                return Some((p.name().to_string(), s.to_string(), p.log_path().to_path_buf()));
+                return Some((
+                    p.name().to_string(),
+                    s.to_string(),
+                    p.log_path().to_path_buf(),
+                ));
             }
         }
         None
@@ -301,7 +324,11 @@ impl Cluster {
 
     /// The node's ztunnel `config_dump` (`GET 127.0.0.1:15000/config_dump` in the node netns).
     pub fn ztunnel_config_dump(&self, node: &Node) -> Result<Value, HarnessError> {
-        let resp = netns::http_get(&node.netns, &components::ztunnel_config_dump_url(), HTTP_TIMEOUT)?;
+        let resp = netns::http_get(
+            &node.netns,
+            &components::ztunnel_config_dump_url(),
+            HTTP_TIMEOUT,
+        )?;
         let what = format!("{} ztunnel config_dump", node.name);
         if !resp.is_success() {
             return Err(HarnessError::BadStatus {
@@ -312,6 +339,17 @@ impl Cluster {
         }
         serde_json::from_slice(&resp.body).map_err(|e| HarnessError::Json {
             what,
+            reason: e.to_string(),
+        })
+    }
+
+    /// The node agent's published `status.json` (ztunnel connection, enrolled and pending pods).
+    pub fn cni_agent_status(&self, node: &Node) -> Result<Value, HarnessError> {
+        let file = node.files.agent_state_dir.join("status.json");
+        let text = std::fs::read_to_string(&file)
+            .map_err(HarnessError::io(format!("reading {}", file.display())))?;
+        serde_json::from_str(&text).map_err(|e| HarnessError::Json {
+            what: file.display().to_string(),
             reason: e.to_string(),
         })
     }

@@ -3,6 +3,7 @@
 
 mod config;
 mod mesh;
+mod observe;
 mod pods;
 
 use std::collections::BTreeMap;
@@ -14,6 +15,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 pub use config::{Service, ServiceSpec};
+pub use observe::{MtlsEvidence, OPENED};
 pub use pods::{App, Pod, PodSpec};
 
 use super::cleanup;
@@ -22,7 +24,6 @@ use super::components::{IstiodFiles, NodeFiles};
 use super::error::HarnessError;
 use super::manifests::ConfigDir;
 use super::names::{AddressPlan, ClusterId, MAX_NODES};
-use super::netns;
 use super::network;
 use super::prereq;
 use super::process::Proc;
@@ -152,12 +153,16 @@ impl ClusterBuilder {
                 prereq::require_binary(&bin_dir, b)?;
             }
         }
+        // Distinct ids, and distinct address octets among the clusters on this machine: the
+        // namespaces are isolated, but a node agent looking up pods by address in
+        // /var/run/netns must never find another cluster's pod.
+        let others = cleanup::known_clusters();
         let id = loop {
             let id = ClusterId::random();
-            let prefix = id.netns_prefix();
-            let taken = netns::list().iter().any(|n| n.starts_with(&prefix))
-                || cleanup::run_dir(&id).exists()
-                || cleanup::work_dir(&id).exists();
+            let crowded = others.len() >= 200;
+            let taken = others
+                .iter()
+                .any(|o| *o == id || (!crowded && o.octet() == id.octet()));
             if !taken {
                 break id;
             }
@@ -198,6 +203,8 @@ impl ClusterBuilder {
                 cni_bin_dir: cni.bin_dir.clone(),
                 zds_socket: node_run.join("ztunnel.sock"),
                 agent_socket: node_run.join("agent.sock"),
+                agent_state_dir: dir.join("cni-agent-state"),
+                plugin_binary: bin_dir.join("mesh-cni"),
                 token_file: dir.join("token"),
                 agent_log: dir.join("cni-agent.log"),
                 ztunnel_log: dir.join("ztunnel.log"),
@@ -390,19 +397,8 @@ impl Cluster {
                 "; set MESH_E2E_KEEP=1 to keep it"
             }
         );
-        let mut section = |label: &str, proc: &mut Proc, lines: usize| {
-            let status = match proc.exit_status() {
-                None => "running".to_string(),
-                Some(s) => format!("EXITED ({s})"),
-            };
-            out.push_str(&format!(
-                "--- {label} [{status}] {} ---\n{}\n",
-                proc.log_path().display(),
-                proc.log_tail(lines)
-            ));
-        };
         if let Some(p) = st.istiod.as_mut() {
-            section("istiod", p, 40);
+            out.push_str(&section("istiod", p, 40));
         }
         let State {
             agents,
@@ -411,13 +407,28 @@ impl Cluster {
             ..
         } = &mut *st;
         for (node, p) in agents.iter_mut() {
-            section(&format!("{node} cni-agent"), p, 40);
+            out.push_str(&section(&format!("{node} cni-agent"), p, 40));
+        }
+        for n in &self.nodes {
+            let file = n.files.agent_state_dir.join("status.json");
+            if let Ok(text) = std::fs::read_to_string(&file) {
+                let text: String = text.chars().take(3000).collect();
+                out.push_str(&format!(
+                    "--- {} cni-agent {} ---\n{text}\n",
+                    n.name,
+                    file.display()
+                ));
+            }
         }
         for (node, p) in ztunnels.iter_mut() {
-            section(&format!("{node} ztunnel"), p, 40);
+            out.push_str(&section(&format!("{node} ztunnel"), p, 40));
         }
         for (app, p) in apps.values_mut() {
-            section(&format!("app {} in pod {}", app.name, app.pod), p, 10);
+            out.push_str(&section(
+                &format!("app {} in pod {}", app.name, app.pod),
+                p,
+                10,
+            ));
         }
         out
     }
@@ -438,6 +449,19 @@ impl Cluster {
             p.stop(Duration::from_secs(5));
         }
     }
+}
+
+/// One component's status line and log tail.
+fn section(label: &str, proc: &mut Proc, lines: usize) -> String {
+    let status = match proc.exit_status() {
+        None => "running".to_string(),
+        Some(s) => format!("EXITED ({s})"),
+    };
+    format!(
+        "--- {label} [{status}] {} ---\n{}\n",
+        proc.log_path().display(),
+        proc.log_tail(lines)
+    )
 }
 
 impl Drop for Cluster {

@@ -140,7 +140,9 @@ impl Cluster {
     pub fn add_pod(&self, spec: PodSpec) -> Result<Pod, HarnessError> {
         let node = self.node(&spec.node)?.clone();
         if spec.name.is_empty() || spec.namespace.is_empty() {
-            return Err(HarnessError::Invalid("a pod needs a name and a namespace".into()));
+            return Err(HarnessError::Invalid(
+                "a pod needs a name and a namespace".into(),
+            ));
         }
         let index = {
             let mut st = self.state();
@@ -185,7 +187,8 @@ impl Cluster {
             ports: spec.ports.clone(),
         };
         let file = manifest_name(&spec.namespace, &spec.name);
-        self.config.write_object(&file, &manifests::pod(&manifest))?;
+        self.config
+            .write_object(&file, &manifests::pod(&manifest))?;
         // The sandbox: a bare netns; the loopback plugin brings `lo` up.
         if let Err(e) = cmd::ip(&["netns", "add", &netns_name]) {
             let _ = self.config.remove(&file);
@@ -199,7 +202,10 @@ impl Cluster {
                 let _ = self.config.remove(&file);
                 return Err(if self.mesh {
                     HarnessError::Component {
-                        component: format!("CNI ADD of pod {}/{} on {}", spec.namespace, spec.name, node.name),
+                        component: format!(
+                            "CNI ADD of pod {}/{} on {}",
+                            spec.namespace, spec.name, node.name
+                        ),
                         reason: e.to_string(),
                         log_tail: super::super::process::tail_file(&node.files.agent_log, 30),
                     }
@@ -209,7 +215,8 @@ impl Cluster {
             }
         };
         manifest.ip = Some(attachment.ip);
-        self.config.write_object(&file, &manifests::pod(&manifest))?;
+        self.config
+            .write_object(&file, &manifests::pod(&manifest))?;
         let pod = Pod {
             name: spec.name.clone(),
             namespace: spec.namespace.clone(),
@@ -374,10 +381,10 @@ impl Cluster {
             st.next_app += 1;
             st.next_app
         };
-        let log = self.work.join("apps").join(format!(
-            "{}-{}-{name}-{id}.log",
-            pod.namespace, pod.name
-        ));
+        let log = self
+            .work
+            .join("apps")
+            .join(format!("{}-{}-{name}-{id}.log", pod.namespace, pod.name));
         let program = self.program(first);
         let program = if program.is_absolute() {
             program
@@ -469,15 +476,33 @@ impl Cluster {
 
     /// `mesh-echo client tcp <to> --message <message>` in pod `from`: the echoed reply, or
     /// [`HarnessError::EchoFailed`] with the client's explanation.
-    pub fn echo_tcp(&self, from: &Pod, to: SocketAddr, message: &str) -> Result<String, HarnessError> {
+    pub fn echo_tcp(
+        &self,
+        from: &Pod,
+        to: SocketAddr,
+        message: &str,
+    ) -> Result<String, HarnessError> {
         let to_s = to.to_string();
         let out = self.exec_timeout(
             from,
-            &["mesh-echo", "client", "tcp", &to_s, "--message", message, "--timeout-ms", "5000"],
+            &[
+                "mesh-echo",
+                "client",
+                "tcp",
+                &to_s,
+                "--message",
+                message,
+                "--timeout-ms",
+                "5000",
+            ],
             Duration::from_secs(30),
         )?;
         if out.success() {
-            Ok(out.stdout.strip_suffix('\n').unwrap_or(&out.stdout).to_string())
+            Ok(out
+                .stdout
+                .strip_suffix('\n')
+                .unwrap_or(&out.stdout)
+                .to_string())
         } else {
             Err(HarnessError::EchoFailed {
                 from: from.key(),
@@ -505,7 +530,12 @@ impl Cluster {
             .and_then(|s| s.trim().parse::<u16>().ok());
         match status {
             Some(code) if out.success() || out.code() == Some(22) => {
-                let body = out.stdout.split_once('\n').map(|x| x.1).unwrap_or("").to_string();
+                let body = out
+                    .stdout
+                    .split_once('\n')
+                    .map(|x| x.1)
+                    .unwrap_or("")
+                    .to_string();
                 Ok((code, body))
             }
             _ => Err(HarnessError::EchoFailed {
@@ -520,7 +550,11 @@ impl Cluster {
 
     /// TCP ports listened on inside the pod's netns (`ss -ltn`).
     pub fn listening_ports(&self, pod: &Pod) -> Result<Vec<u16>, HarnessError> {
-        let out = cmd::run_ok(&mut cmd::in_netns(&pod.netns, "ss", &["-H", "-l", "-t", "-n"]))?;
+        let out = cmd::run_ok(&mut cmd::in_netns(
+            &pod.netns,
+            "ss",
+            &["-H", "-l", "-t", "-n"],
+        ))?;
         let mut ports: Vec<u16> = out
             .stdout
             .lines()
@@ -532,12 +566,14 @@ impl Cluster {
         Ok(ports)
     }
 
-    /// The packet-filtering rules inside the pod's netns (iptables-save, iptables-legacy-save
-    /// and nft, whichever exist), comments and counters removed, so two snapshots compare.
+    /// The packet-filtering rules inside the pod's netns (iptables-save, ip6tables-save,
+    /// iptables-legacy-save and nft, whichever exist), comments and counters removed, so two
+    /// snapshots compare.
     pub fn netns_rules(&self, pod: &Pod) -> Result<Vec<String>, HarnessError> {
         let mut lines = Vec::new();
-        let tools: [(&str, &[&str]); 3] = [
+        let tools: [(&str, &[&str]); 4] = [
             ("iptables-save", &[]),
+            ("ip6tables-save", &[]),
             ("iptables-legacy-save", &[]),
             ("nft", &["list", "ruleset"]),
         ];
@@ -572,14 +608,27 @@ mod tests {
 
     #[test]
     fn counters_are_stripped_from_chain_lines_only() {
-        assert_eq!(strip_counters(":PREROUTING ACCEPT [3:180]"), ":PREROUTING ACCEPT");
-        assert_eq!(strip_counters("-A X -m set --match-set s[1] src"), "-A X -m set --match-set s[1] src");
+        assert_eq!(
+            strip_counters(":PREROUTING ACCEPT [3:180]"),
+            ":PREROUTING ACCEPT"
+        );
+        assert_eq!(
+            strip_counters("-A X -m set --match-set s[1] src"),
+            "-A X -m set --match-set s[1] src"
+        );
     }
 
     #[test]
     fn pod_spec_builder_fills_fields() {
-        let s = PodSpec::new("c", "demo").node("node2").service_account("sa").label("app", "c").port(80);
-        assert_eq!((s.node.as_str(), s.service_account.as_str()), ("node2", "sa"));
+        let s = PodSpec::new("c", "demo")
+            .node("node2")
+            .service_account("sa")
+            .label("app", "c")
+            .port(80);
+        assert_eq!(
+            (s.node.as_str(), s.service_account.as_str()),
+            ("node2", "sa")
+        );
         assert_eq!(s.labels["app"], "c");
         assert_eq!(s.ports, vec![80]);
         assert_eq!(PodSpec::new("x", "y").service_account, "default");

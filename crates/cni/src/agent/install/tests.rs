@@ -59,7 +59,10 @@ fn chains_once_and_restores_the_original_bytes() {
     assert!(f.cfg.bin_dir.join("mesh-cni").is_file());
 
     let again = install(&f.cfg).expect("install again");
-    assert!(!again.binary_updated && !again.conflist_changed, "{again:?}");
+    assert!(
+        !again.binary_updated && !again.conflist_changed,
+        "{again:?}"
+    );
     assert_eq!(plugin_types(&file), ["bridge", "portmap", "mesh-cni"]);
     // Only the primary file is touched.
     assert_eq!(

@@ -52,7 +52,11 @@ fn reinstall_keeps_one_jump_each() {
     let text = render_install(&RedirectConfig::default(), INSTALLED);
     assert!(!text.contains("-I PREROUTING"), "{text}");
     assert!(!text.contains("-I OUTPUT"), "{text}");
-    assert_eq!(text.matches("-D OUTPUT -j MESH_OUTPUT").count(), 1, "{text}");
+    assert_eq!(
+        text.matches("-D OUTPUT -j MESH_OUTPUT").count(),
+        1,
+        "{text}"
+    );
     assert!(!text.contains("-D PREROUTING"), "{text}");
     // Chains are flushed before being refilled.
     assert!(text.contains("-F MESH_OUTPUT\n"), "{text}");
@@ -61,7 +65,11 @@ fn reinstall_keeps_one_jump_each() {
 #[test]
 fn removal_deletes_every_jump_and_chain() {
     let text = render_remove(INSTALLED).expect("something to remove");
-    assert_eq!(text.matches("-D OUTPUT -j MESH_OUTPUT").count(), 2, "{text}");
+    assert_eq!(
+        text.matches("-D OUTPUT -j MESH_OUTPUT").count(),
+        2,
+        "{text}"
+    );
     assert_eq!(text.matches("-D PREROUTING -j MESH_PREROUTING").count(), 1);
     for chain in ["MESH_OUTPUT", "MESH_PREROUTING"] {
         assert!(text.contains(&format!("-X {chain}\n")), "{text}");
