@@ -72,9 +72,9 @@ impl Istiod {
 
         let ca = CertificateAuthority::load_or_create(&config.ca_dir, &config.model.trust_domain)
             .map_err(|source| StartError::Ca {
-                dir: config.ca_dir.clone(),
-                source,
-            })?;
+            dir: config.ca_dir.clone(),
+            source,
+        })?;
         let ca = Arc::new(ca);
         let tokens = match &config.node_tokens {
             Some(path) => Some(NodeTokens::load(path)?),
@@ -233,7 +233,10 @@ impl Istiod {
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             let abort = task.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(5), task).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .is_err()
+            {
                 abort.abort();
             }
         }

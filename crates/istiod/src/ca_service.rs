@@ -114,18 +114,22 @@ impl CaService {
     }
 
     /// Authenticates, authorizes and signs; returns the PEM chain and who asked.
-    fn sign(&self, request: &Request<IstioCertificateRequest>) -> Result<(Vec<String>, String, Identity), Refusal> {
+    fn sign(
+        &self,
+        request: &Request<IstioCertificateRequest>,
+    ) -> Result<(Vec<String>, String, Identity), Refusal> {
         let inner = &*self.inner;
         let node = self.authenticate(request)?;
         let req = request.get_ref();
         let id = csr_identity(&req.csr)?;
         if let Some(value) = impersonated(req) {
-            let asked: Identity = value.parse().map_err(|e: identity::SpiffeError| {
-                Refusal::BadImpersonation {
-                    value: value.to_string(),
-                    reason: e.to_string(),
-                }
-            })?;
+            let asked: Identity =
+                value
+                    .parse()
+                    .map_err(|e: identity::SpiffeError| Refusal::BadImpersonation {
+                        value: value.to_string(),
+                        reason: e.to_string(),
+                    })?;
             if asked != id {
                 return Err(Refusal::ImpersonationMismatch {
                     impersonated: asked.uri(),

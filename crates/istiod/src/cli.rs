@@ -145,8 +145,13 @@ fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Er
 /// `1h`, `30s`, `150ms`: the largest unit that divides the duration.
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    for (unit, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
-        if ms >= size && ms % size == 0 {
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+    ] {
+        if ms >= size && ms.is_multiple_of(size) {
             return format!("{}{unit}", ms / size);
         }
     }
@@ -192,8 +197,9 @@ mod tests {
 
     #[test]
     fn flags_and_defaults() {
-        let args = Args::try_parse_from(["istiod", "--config-dir", "/cfg", "--debounce-after", "50ms"])
-            .expect("valid flags");
+        let args =
+            Args::try_parse_from(["istiod", "--config-dir", "/cfg", "--debounce-after", "50ms"])
+                .expect("valid flags");
         let cfg = Config::from_args(&args);
         assert_eq!(cfg.debounce_after, Duration::from_millis(50));
         assert_eq!(cfg.grpc_addr.port(), 15010);

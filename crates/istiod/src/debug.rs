@@ -72,7 +72,10 @@ pub async fn serve(listener: TcpListener, state: DebugState, shutdown: impl Futu
 
 fn handle(state: &DebugState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET is supported\n".into());
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "only GET is supported\n".into(),
+        );
     }
     match req.uri().path() {
         "/ready" | "/ready/" => {
@@ -104,7 +107,8 @@ fn handle(state: &DebugState, req: &Request<Incoming>) -> Response<Full<Bytes>> 
         "/debug/config_dump" => json_response(&state.config),
         _ => text(
             StatusCode::NOT_FOUND,
-            "endpoints: /ready /metrics /debug/config_issues /debug/xds /debug/config_dump\n".into(),
+            "endpoints: /ready /metrics /debug/config_issues /debug/xds /debug/config_dump\n"
+                .into(),
         ),
     }
 }

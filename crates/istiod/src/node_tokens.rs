@@ -106,14 +106,20 @@ mod tests {
 
     #[test]
     fn parses_pairs_comments_and_blank_lines() {
-        let t = NodeTokens::parse("# tokens\n\ns3cret-a node-a\n  tok-b\tnode-b  \n", Path::new("f"))
-            .expect("valid");
+        let t = NodeTokens::parse(
+            "# tokens\n\ns3cret-a node-a\n  tok-b\tnode-b  \n",
+            Path::new("f"),
+        )
+        .expect("valid");
         assert_eq!(t.len(), 2);
         assert_eq!(t.node_for("s3cret-a"), Some("node-a"));
         assert_eq!(t.node_for("tok-b"), Some("node-b"));
         assert_eq!(t.node_for("s3cret"), None);
         assert_eq!(t.node_for(""), None);
-        assert!(!format!("{t:?}").contains("s3cret"), "tokens are not printed");
+        assert!(
+            !format!("{t:?}").contains("s3cret"),
+            "tokens are not printed"
+        );
     }
 
     #[test]
@@ -126,6 +132,9 @@ mod tests {
         let err = NodeTokens::parse("a n1\nb n2 extra\n", Path::new("t")).expect_err("syntax");
         assert!(err.to_string().contains("line 2"));
         let err = NodeTokens::parse("a n1\na n2\n", Path::new("t")).expect_err("dup");
-        assert!(err.to_string().contains("already assigned to node n1"), "{err}");
+        assert!(
+            err.to_string().contains("already assigned to node n1"),
+            "{err}"
+        );
     }
 }

@@ -74,7 +74,11 @@ impl ControlPlaneStatus {
     pub(crate) fn record(&self, projected: Projected, issues: Vec<IssueView>) -> Vec<IssueView> {
         let new = {
             let old = self.issues.read();
-            issues.iter().filter(|i| !old.contains(i)).cloned().collect()
+            issues
+                .iter()
+                .filter(|i| !old.contains(i))
+                .cloned()
+                .collect()
         };
         *self.issues.write() = issues;
         *self.projected.write() = projected;

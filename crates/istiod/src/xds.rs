@@ -18,9 +18,7 @@ use prost_types::Any;
 use tokio::sync::watch;
 
 use crate::metrics::Metrics;
-use crate::model::{
-    Model, ModelConfig, authorization_resource_name, service_resource_name,
-};
+use crate::model::{Model, ModelConfig, authorization_resource_name, service_resource_name};
 use crate::status::{ControlPlaneStatus, IssueView, Projected};
 
 /// How configuration changes are coalesced before the model is recomputed.

@@ -40,7 +40,12 @@ impl ServerHooks for XdsHooks {
     }
 
     fn on_nack(&self, node_id: &str, type_url: &str, error: &str) {
-        tracing::warn!(node = node_id, type_url, error, "xDS client rejected a push");
+        tracing::warn!(
+            node = node_id,
+            type_url,
+            error,
+            "xDS client rejected a push"
+        );
         self.metrics
             .xds_rejects
             .get_or_create(&Metrics::type_label(type_url))

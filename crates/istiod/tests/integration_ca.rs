@@ -44,8 +44,10 @@ fn request(
         metadata,
     });
     if let Some(t) = token {
-        req.metadata_mut()
-            .insert("authorization", format!("Bearer {t}").parse().expect("ascii"));
+        req.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {t}").parse().expect("ascii"),
+        );
     }
     req
 }
@@ -57,12 +59,21 @@ async fn node_gets_certificates_for_its_pods_only() {
     let web = Identity::new("cluster.local", "demo", "web");
     let bundle = generate_csr(&web).expect("CSR");
     let resp = ca
-        .create_certificate(request(&bundle.csr_pem, Some("token-a"), Some(&web.uri()), 10 * 86_400))
+        .create_certificate(request(
+            &bundle.csr_pem,
+            Some("token-a"),
+            Some(&web.uri()),
+            10 * 86_400,
+        ))
         .await
         .expect("node-a may get web's certificate")
         .into_inner();
-    let cert = WorkloadCertificate::from_pem(&resp.cert_chain, &bundle.key_pem, &[h.istiod.root_cert_pem()])
-        .expect("chain verifies against istiod's root");
+    let cert = WorkloadCertificate::from_pem(
+        &resp.cert_chain,
+        &bundle.key_pem,
+        &[h.istiod.root_cert_pem()],
+    )
+    .expect("chain verifies against istiod's root");
     assert_eq!(cert.identity(), &web);
     let cap = SystemTime::now() + Duration::from_secs(24 * 3600 + 60);
     assert!(cert.not_after() <= cap, "validity capped at 24h");
@@ -86,8 +97,14 @@ async fn node_gets_certificates_for_its_pods_only() {
         .expect("node-b may get web-b's certificate");
 
     let (_, metrics) = h.get("/metrics").await;
-    assert!(metrics.contains("citadel_server_csr_count_total 3"), "{metrics}");
-    assert!(metrics.contains("citadel_server_success_cert_issuance_count_total 2"), "{metrics}");
+    assert!(
+        metrics.contains("citadel_server_csr_count_total 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("citadel_server_success_cert_issuance_count_total 2"),
+        "{metrics}"
+    );
     h.istiod.shutdown().await;
 }
 
@@ -97,9 +114,16 @@ async fn unauthenticated_and_mismatched_requests_are_refused_with_reasons() {
     let web = Identity::new("cluster.local", "demo", "web");
     let csr = generate_csr(&web).expect("CSR").csr_pem;
 
-    let err = ca.create_certificate(request(&csr, None, None, 0)).await.expect_err("no token");
+    let err = ca
+        .create_certificate(request(&csr, None, None, 0))
+        .await
+        .expect_err("no token");
     assert_eq!(err.code(), Code::Unauthenticated);
-    assert!(err.message().contains("no bearer token"), "{}", err.message());
+    assert!(
+        err.message().contains("no bearer token"),
+        "{}",
+        err.message()
+    );
 
     let err = ca
         .create_certificate(request(&csr, Some("token-x"), None, 0))
@@ -129,14 +153,25 @@ async fn unauthenticated_and_mismatched_requests_are_refused_with_reasons() {
         .await
         .expect_err("garbage");
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(err.message().starts_with("invalid CSR"), "{}", err.message());
+    assert!(
+        err.message().starts_with("invalid CSR"),
+        "{}",
+        err.message()
+    );
 
-    let foreign = generate_csr(&Identity::new("other.domain", "demo", "web")).expect("CSR").csr_pem;
+    let foreign = generate_csr(&Identity::new("other.domain", "demo", "web"))
+        .expect("CSR")
+        .csr_pem;
     let err = ca
         .create_certificate(request(&foreign, Some("token-a"), None, 0))
         .await
         .expect_err("foreign trust domain");
     assert_eq!(err.code(), Code::PermissionDenied);
-    assert!(err.message().contains("outside the trust domain cluster.local"), "{}", err.message());
+    assert!(
+        err.message()
+            .contains("outside the trust domain cluster.local"),
+        "{}",
+        err.message()
+    );
     h.istiod.shutdown().await;
 }

@@ -15,11 +15,16 @@ fn pa(ns: &str, name: &str, spec: &str) -> String {
 }
 
 fn presence() -> StringMatch {
-    StringMatch { match_type: Some(MatchType::Presence(())) }
+    StringMatch {
+        match_type: Some(MatchType::Presence(())),
+    }
 }
 
 fn listed(m: &Model, uid: &str) -> Vec<String> {
-    m.workload(uid).unwrap_or_else(|| panic!("no workload {uid}")).authorization_policies.clone()
+    m.workload(uid)
+        .unwrap_or_else(|| panic!("no workload {uid}"))
+        .authorization_policies
+        .clone()
 }
 
 fn static_strict() -> String {
@@ -39,14 +44,23 @@ fn pods() -> String {
 
 #[test]
 fn namespace_strict_denies_plaintext_to_its_workloads() {
-    let m = model(&format!("{}{}", pods(), pa("shop", "default", "{mtls: {mode: STRICT}}")));
-    let a = m.authorization(&static_strict()).expect("static strict policy");
+    let m = model(&format!(
+        "{}{}",
+        pods(),
+        pa("shop", "default", "{mtls: {mode: STRICT}}")
+    ));
+    let a = m
+        .authorization(&static_strict())
+        .expect("static strict policy");
     assert_eq!(a.action, Action::Deny as i32);
     assert_eq!(a.scope, Scope::WorkloadSelector as i32);
     assert_eq!(a.groups.len(), 1);
     assert_eq!(
         a.groups[0].rules[0].matches,
-        vec![Match { not_principals: vec![presence()], ..Default::default() }],
+        vec![Match {
+            not_principals: vec![presence()],
+            ..Default::default()
+        }],
         "denies every connection without a peer identity"
     );
     assert_eq!(listed(&m, "shop/web"), [static_strict()]);
@@ -61,11 +75,21 @@ fn mesh_strict_with_namespace_and_workload_overrides() {
         pods(),
         pa("istio-system", "mesh", "{mtls: {mode: STRICT}}"),
         pa("lab", "relaxed", "{mtls: {mode: PERMISSIVE}}"),
-        pa("shop", "legacy", "{selector: {matchLabels: {app: legacy}}, mtls: {mode: DISABLE}}"),
+        pa(
+            "shop",
+            "legacy",
+            "{selector: {matchLabels: {app: legacy}}, mtls: {mode: DISABLE}}"
+        ),
     ));
     assert_eq!(listed(&m, "shop/web"), [static_strict()]);
-    assert!(listed(&m, "shop/legacy").is_empty(), "workload policy wins over mesh");
-    assert!(listed(&m, "lab/exp").is_empty(), "namespace policy wins over mesh");
+    assert!(
+        listed(&m, "shop/legacy").is_empty(),
+        "workload policy wins over mesh"
+    );
+    assert!(
+        listed(&m, "lab/exp").is_empty(),
+        "namespace policy wins over mesh"
+    );
 }
 
 #[test]
@@ -73,7 +97,11 @@ fn workload_strict_in_permissive_namespace() {
     let m = model(&format!(
         "{}{}",
         pods(),
-        pa("shop", "web-strict", "{selector: {matchLabels: {app: web}}, mtls: {mode: STRICT}}"),
+        pa(
+            "shop",
+            "web-strict",
+            "{selector: {matchLabels: {app: web}}, mtls: {mode: STRICT}}"
+        ),
     ));
     assert_eq!(listed(&m, "shop/web"), [static_strict()]);
     assert!(listed(&m, "shop/legacy").is_empty());
@@ -120,8 +148,14 @@ fn port_level_settings_get_their_own_policy() {
         }],
         "PERMISSIVE except the STRICT port"
     );
-    assert_eq!(listed(&m, "shop/web"), ["shop/converted_peer_authentication_web-ports"]);
-    assert_eq!(listed(&m, "shop/legacy"), ["shop/converted_peer_authentication_legacy-ports"]);
+    assert_eq!(
+        listed(&m, "shop/web"),
+        ["shop/converted_peer_authentication_web-ports"]
+    );
+    assert_eq!(
+        listed(&m, "shop/legacy"),
+        ["shop/converted_peer_authentication_legacy-ports"]
+    );
 }
 
 #[test]

@@ -22,7 +22,9 @@ fn auth<'a>(m: &'a Model, name: &str) -> &'a Authorization {
 }
 
 fn sm(t: MatchType) -> StringMatch {
-    StringMatch { match_type: Some(t) }
+    StringMatch {
+        match_type: Some(t),
+    }
 }
 
 fn exact(s: &str) -> StringMatch {
@@ -54,20 +56,46 @@ fn scope_follows_namespace_and_selector() {
         pod("shop", "web", "{app: web}", "n1", "10.0.0.1"),
         pod("shop", "db", "{app: db}", "n1", "10.0.0.2"),
         pod("ops", "web", "{app: web}", "n1", "10.0.0.3"),
-        policy("istio-system", "mesh-wide", "  action: DENY\n  rules: [{from: [{source: {namespaces: [evil]}}]}]"),
+        policy(
+            "istio-system",
+            "mesh-wide",
+            "  action: DENY\n  rules: [{from: [{source: {namespaces: [evil]}}]}]"
+        ),
         policy("shop", "ns-wide", "  rules: [{}]"),
-        policy("shop", "web-only", "  selector: {matchLabels: {app: web}}\n  rules: [{}]")
-            + &policy("istio-system", "all-webs", "  selector: {matchLabels: {app: web}}\n  action: DENY\n  rules: [{to: [{operation: {ports: [\"22\"]}}]}]"),
+        policy(
+            "shop",
+            "web-only",
+            "  selector: {matchLabels: {app: web}}\n  rules: [{}]"
+        ) + &policy(
+            "istio-system",
+            "all-webs",
+            "  selector: {matchLabels: {app: web}}\n  action: DENY\n  rules: [{to: [{operation: {ports: [\"22\"]}}]}]"
+        ),
     ));
-    assert_eq!(auth(&m, "istio-system/mesh-wide").scope, Scope::Global as i32);
-    assert_eq!(auth(&m, "istio-system/mesh-wide").action, Action::Deny as i32);
+    assert_eq!(
+        auth(&m, "istio-system/mesh-wide").scope,
+        Scope::Global as i32
+    );
+    assert_eq!(
+        auth(&m, "istio-system/mesh-wide").action,
+        Action::Deny as i32
+    );
     assert_eq!(auth(&m, "shop/ns-wide").scope, Scope::Namespace as i32);
     assert_eq!(auth(&m, "shop/ns-wide").action, Action::Allow as i32);
-    assert_eq!(auth(&m, "shop/web-only").scope, Scope::WorkloadSelector as i32);
-    assert_eq!(auth(&m, "istio-system/all-webs").scope, Scope::WorkloadSelector as i32);
+    assert_eq!(
+        auth(&m, "shop/web-only").scope,
+        Scope::WorkloadSelector as i32
+    );
+    assert_eq!(
+        auth(&m, "istio-system/all-webs").scope,
+        Scope::WorkloadSelector as i32
+    );
 
     let listed = |uid: &str| m.workload(uid).expect(uid).authorization_policies.clone();
-    assert_eq!(listed("shop/web"), ["istio-system/all-webs", "shop/web-only"]);
+    assert_eq!(
+        listed("shop/web"),
+        ["istio-system/all-webs", "shop/web-only"]
+    );
     assert_eq!(listed("shop/db"), Vec::<String>::new());
     // A selector policy of the root namespace selects in every namespace; others only in theirs.
     assert_eq!(listed("ops/web"), ["istio-system/all-webs"]);
@@ -107,21 +135,43 @@ fn source_fields_and_their_negations() {
         ]
     );
     assert_eq!(p.not_principals, [exact("cluster.local/ns/x/sa/y")]);
-    assert_eq!(n.namespaces, [sm(MatchType::Prefix("front".into())), exact("exact")]);
+    assert_eq!(
+        n.namespaces,
+        [sm(MatchType::Prefix("front".into())), exact("exact")]
+    );
     assert_eq!(n.not_namespaces, [sm(MatchType::Suffix("-test".into()))]);
     assert_eq!(
         ip.source_ips,
         [
-            Address { address: vec![10, 0, 0, 0], length: 8 },
-            Address { address: vec![192, 168, 1, 1], length: 32 },
             Address {
-                address: "fd00::".parse::<std::net::Ipv6Addr>().expect("ip").octets().to_vec(),
+                address: vec![10, 0, 0, 0],
+                length: 8
+            },
+            Address {
+                address: vec![192, 168, 1, 1],
+                length: 32
+            },
+            Address {
+                address: "fd00::"
+                    .parse::<std::net::Ipv6Addr>()
+                    .expect("ip")
+                    .octets()
+                    .to_vec(),
                 length: 64
             },
         ]
     );
-    assert_eq!(ip.not_source_ips, [Address { address: vec![10, 1, 0, 0], length: 16 }]);
-    assert_eq!(issues_for(&m, "AuthorizationPolicy shop/src"), Vec::<&str>::new());
+    assert_eq!(
+        ip.not_source_ips,
+        [Address {
+            address: vec![10, 1, 0, 0],
+            length: 16
+        }]
+    );
+    assert_eq!(
+        issues_for(&m, "AuthorizationPolicy shop/src"),
+        Vec::<&str>::new()
+    );
 }
 
 #[test]
@@ -142,17 +192,39 @@ fn ports_conditions_and_rule_structure() {
     ));
     let a = auth(&m, "shop/to");
     let rules = &a.groups[0].rules;
-    assert_eq!(rules.len(), 7, "to, from, then one Rules per condition: {rules:?}");
+    assert_eq!(
+        rules.len(),
+        7,
+        "to, from, then one Rules per condition: {rules:?}"
+    );
     assert_eq!(rules[0].matches[0].destination_ports, [8080, 9090]);
     assert_eq!(rules[0].matches[1].not_destination_ports, [22]);
     assert_eq!(rules[1].matches[0].namespaces, [exact("a")]);
     let when: Vec<&Match> = rules[2..].iter().map(|r| &r.matches[0]).collect();
-    assert_eq!(when[0].source_ips, [Address { address: vec![1, 2, 3, 4], length: 32 }]);
-    assert_eq!(when[0].not_source_ips, [Address { address: vec![1, 2, 3, 5], length: 32 }]);
+    assert_eq!(
+        when[0].source_ips,
+        [Address {
+            address: vec![1, 2, 3, 4],
+            length: 32
+        }]
+    );
+    assert_eq!(
+        when[0].not_source_ips,
+        [Address {
+            address: vec![1, 2, 3, 5],
+            length: 32
+        }]
+    );
     assert_eq!(when[1].destination_ports, [443]);
     assert_eq!(when[2].not_namespaces, [exact("kube-system")]);
     assert_eq!(when[3].principals, [exact("cluster.local/ns/a/sa/b")]);
-    assert_eq!(when[4].destination_ips, [Address { address: vec![10, 0, 0, 0], length: 24 }]);
+    assert_eq!(
+        when[4].destination_ips,
+        [Address {
+            address: vec![10, 0, 0, 0],
+            length: 24
+        }]
+    );
 }
 
 #[test]
@@ -163,10 +235,17 @@ fn empty_rule_allows_everything_and_empty_spec_matches_nothing() {
         policy("shop", "deny-all", "  {}"),
     ));
     let all = auth(&m, "shop/allow-all");
-    assert_eq!(all.groups, vec![Group { rules: vec![] }], "a group without rules matches all");
+    assert_eq!(
+        all.groups,
+        vec![Group { rules: vec![] }],
+        "a group without rules matches all"
+    );
     let none = auth(&m, "shop/deny-all");
     assert_eq!(none.action, Action::Allow as i32);
-    assert!(none.groups.is_empty(), "an ALLOW without groups matches nothing: {none:?}");
+    assert!(
+        none.groups.is_empty(),
+        "an ALLOW without groups matches nothing: {none:?}"
+    );
 }
 
 #[test]
@@ -183,10 +262,16 @@ fn allow_rule_with_l7_fields_matches_nothing() {
     let a = auth(&m, "shop/l7");
     assert_eq!(a.action, Action::Allow as i32);
     assert_eq!(a.groups.len(), 1, "only the pure L4 rule remains: {a:?}");
-    assert_eq!(a.groups[0].rules[0].matches[0].principals, [exact("cluster.local/ns/a/sa/b")]);
+    assert_eq!(
+        a.groups[0].rules[0].matches[0].principals,
+        [exact("cluster.local/ns/a/sa/b")]
+    );
     let issues = issues_for(&m, "AuthorizationPolicy shop/l7");
     assert_eq!(issues.len(), 3, "{issues:?}");
-    assert!(issues[0].starts_with("rule 1 uses L7 attributes (to.operation.methods)"), "{issues:?}");
+    assert!(
+        issues[0].starts_with("rule 1 uses L7 attributes (to.operation.methods)"),
+        "{issues:?}"
+    );
     assert!(issues[0].contains("matches nothing"));
     assert!(issues[1].contains("when.key request.headers[x-user]"));
     assert!(issues[2].contains("from.source.requestPrincipals"));
@@ -194,7 +279,11 @@ fn allow_rule_with_l7_fields_matches_nothing() {
 
 #[test]
 fn allow_policy_whose_only_rule_is_l7_denies_everything_selected() {
-    let m = model(&policy("shop", "get-only", "  rules: [{to: [{operation: {methods: [GET]}}]}]"));
+    let m = model(&policy(
+        "shop",
+        "get-only",
+        "  rules: [{to: [{operation: {methods: [GET]}}]}]",
+    ));
     let a = auth(&m, "shop/get-only");
     assert_eq!(a.action, Action::Allow as i32);
     assert!(a.groups.is_empty(), "{a:?}");
@@ -213,7 +302,13 @@ fn deny_rule_with_l7_fields_is_widened_to_its_l4_parts() {
     let a = auth(&m, "shop/no-delete");
     assert_eq!(a.action, Action::Deny as i32);
     let m0 = only_match(a);
-    assert_eq!(m0, &Match { destination_ports: vec![8080], ..Default::default() });
+    assert_eq!(
+        m0,
+        &Match {
+            destination_ports: vec![8080],
+            ..Default::default()
+        }
+    );
     let issues = issues_for(&m, "AuthorizationPolicy shop/no-delete");
     assert_eq!(issues.len(), 1, "{issues:?}");
     assert!(issues[0].contains("denies more"), "{issues:?}");
@@ -223,8 +318,16 @@ fn deny_rule_with_l7_fields_is_widened_to_its_l4_parts() {
 fn invalid_values_never_widen_an_allow_and_always_widen_a_deny() {
     let m = model(&format!(
         "{}{}",
-        policy("shop", "bad-allow", "  rules: [{to: [{operation: {ports: [\"http\"]}}]}]"),
-        policy("shop", "bad-deny", "  action: DENY\n  rules: [{from: [{source: {ipBlocks: [\"10.0.0.0/99\"]}}]}]"),
+        policy(
+            "shop",
+            "bad-allow",
+            "  rules: [{to: [{operation: {ports: [\"http\"]}}]}]"
+        ),
+        policy(
+            "shop",
+            "bad-deny",
+            "  action: DENY\n  rules: [{from: [{source: {ipBlocks: [\"10.0.0.0/99\"]}}]}]"
+        ),
     ));
     assert!(auth(&m, "shop/bad-allow").groups.is_empty());
     assert_eq!(only_match(auth(&m, "shop/bad-deny")), &Match::default());
@@ -242,13 +345,23 @@ fn waypoint_audit_and_custom_policies_are_not_sent_to_ztunnel() {
             "  targetRefs: [{kind: Service, group: \"\", name: web}]\n  rules: [{to: [{operation: {methods: [GET]}}]}]"
         ),
         policy("shop", "audit", "  action: AUDIT\n  rules: [{}]"),
-        policy("shop", "ext", "  action: CUSTOM\n  provider: {name: authz}\n  rules: [{}]"),
+        policy(
+            "shop",
+            "ext",
+            "  action: CUSTOM\n  provider: {name: authz}\n  rules: [{}]"
+        ),
     ));
     assert!(m.authorizations.is_empty(), "{:?}", m.authorizations);
-    let keys: Vec<String> = m.waypoint_policies.iter().map(ToString::to_string).collect();
+    let keys: Vec<String> = m
+        .waypoint_policies
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     assert_eq!(keys, ["AuthorizationPolicy shop/for-waypoint"]);
     assert!(issues_for(&m, "AuthorizationPolicy shop/for-waypoint").is_empty());
-    assert!(issues_for(&m, "AuthorizationPolicy shop/audit")[0].contains("not enforced by ztunnel"));
+    assert!(
+        issues_for(&m, "AuthorizationPolicy shop/audit")[0].contains("not enforced by ztunnel")
+    );
     assert!(issues_for(&m, "AuthorizationPolicy shop/ext")[0].contains("Custom"));
 }
 
@@ -267,5 +380,10 @@ fn service_accounts_and_dry_run() {
             sm(MatchType::Suffix("/ns/other/sa/back".into())),
         ]
     );
-    assert_eq!(a.groups[0].rules, vec![Rules { matches: vec![only_match(a).clone()] }]);
+    assert_eq!(
+        a.groups[0].rules,
+        vec![Rules {
+            matches: vec![only_match(a).clone()]
+        }]
+    );
 }

@@ -8,7 +8,9 @@ use mesh_proto::proto::workload::{
 };
 
 fn tunnel(m: &istiod::model::Model, uid: &str) -> TunnelProtocol {
-    let w = m.workload(uid).unwrap_or_else(|| panic!("no workload {uid}"));
+    let w = m
+        .workload(uid)
+        .unwrap_or_else(|| panic!("no workload {uid}"));
     TunnelProtocol::try_from(w.tunnel_protocol).expect("known tunnel protocol")
 }
 
@@ -19,9 +21,21 @@ fn enrolment_follows_namespace_and_pod_labels() {
         namespace("mesh", true),
         namespace("plain", false),
         pod("mesh", "a", "{app: a}", "n1", "10.0.0.1"),
-        pod("mesh", "opt-out", "{istio.io/dataplane-mode: none}", "n1", "10.0.0.2"),
+        pod(
+            "mesh",
+            "opt-out",
+            "{istio.io/dataplane-mode: none}",
+            "n1",
+            "10.0.0.2"
+        ),
         pod("plain", "b", "{}", "n1", "10.0.0.3"),
-        pod("plain", "opt-in", "{istio.io/dataplane-mode: ambient}", "n2", "10.0.0.4"),
+        pod(
+            "plain",
+            "opt-in",
+            "{istio.io/dataplane-mode: ambient}",
+            "n2",
+            "10.0.0.4"
+        ),
     ));
     assert_eq!(tunnel(&m, "mesh/a"), TunnelProtocol::Hbone);
     assert_eq!(tunnel(&m, "mesh/opt-out"), TunnelProtocol::None);
@@ -36,7 +50,13 @@ fn workload_fields_come_from_the_pod() {
     let m = model(&format!(
         "{}{}",
         namespace("shop", true),
-        pod("shop", "cart-0", "{app.kubernetes.io/name: cart, version: v2}", "node-a", "10.1.0.7"),
+        pod(
+            "shop",
+            "cart-0",
+            "{app.kubernetes.io/name: cart, version: v2}",
+            "node-a",
+            "10.1.0.7"
+        ),
     ));
     let w = m.workload("shop/cart-0").expect("workload");
     assert_eq!(w.addresses, vec![vec![10, 1, 0, 7]]);
@@ -77,8 +97,14 @@ spec: {containers: [{name: c, image: i}]}
 status: {phase: Succeeded, podIP: 10.0.0.9}
 "#;
     let m = model(yaml);
-    assert_eq!(m.workloads.len(), 1, "only the pod with an IP that still runs");
-    let w = m.workload("5f0c-uid").expect("resource name is metadata.uid when set");
+    assert_eq!(
+        m.workloads.len(),
+        1,
+        "only the pod with an IP that still runs"
+    );
+    let w = m
+        .workload("5f0c-uid")
+        .expect("resource name is metadata.uid when set");
     assert_eq!(w.service_account, "default");
     assert_eq!(w.canonical_name, "bare");
     assert_eq!(w.status, WorkloadStatus::Unhealthy as i32);
@@ -137,7 +163,11 @@ spec: {clusterIP: 10.96.0.12, ports: [{port: 80}]}
 #[test]
 fn services_have_vips_ports_and_hostnames() {
     let m = model(&format!("{}{SERVICES}", namespace("shop", true)));
-    let names: Vec<String> = m.services.iter().map(istiod::model::service_resource_name).collect();
+    let names: Vec<String> = m
+        .services
+        .iter()
+        .map(istiod::model::service_resource_name)
+        .collect();
     assert_eq!(
         names,
         [
@@ -154,7 +184,11 @@ fn services_have_vips_ports_and_hostnames() {
     assert_eq!(web.addresses.len(), 1);
     assert_eq!(web.addresses[0].address, vec![10, 96, 0, 10]);
     assert_eq!(web.ip_families, IpFamilies::Ipv4Only as i32);
-    let ports: Vec<(u32, u32)> = web.ports.iter().map(|p| (p.service_port, p.target_port)).collect();
+    let ports: Vec<(u32, u32)> = web
+        .ports
+        .iter()
+        .map(|p| (p.service_port, p.target_port))
+        .collect();
     // Named target ports are only known per workload (0 here); UDP ports are not served.
     assert_eq!(ports, [(80, 0), (9000, 9090), (7000, 7000), (81, 0)]);
     let dual = m.service("shop/dual.shop.svc.cluster.local").expect("dual");
@@ -178,23 +212,42 @@ fn endpoints_are_pods_matched_by_selector_with_resolved_target_ports() {
         .iter()
         .map(|w| w.uid.as_str())
         .collect();
-    assert_eq!(endpoints, ["shop/web-1"], "same namespace and matching labels only");
-    assert!(m.endpoints("shop/no-selector.shop.svc.cluster.local").is_empty());
+    assert_eq!(
+        endpoints,
+        ["shop/web-1"],
+        "same namespace and matching labels only"
+    );
+    assert!(
+        m.endpoints("shop/no-selector.shop.svc.cluster.local")
+            .is_empty()
+    );
 
     let w = m.workload("shop/web-1").expect("workload");
     let mut keys: Vec<&String> = w.services.keys().collect();
     keys.sort();
     assert_eq!(
         keys,
-        ["shop/dual.shop.svc.cluster.local", "shop/web.shop.svc.cluster.local"]
+        [
+            "shop/dual.shop.svc.cluster.local",
+            "shop/web.shop.svc.cluster.local"
+        ]
     );
     let ports = &w.services["shop/web.shop.svc.cluster.local"].ports;
     assert_eq!(
         ports,
         &vec![
-            Port { service_port: 80, target_port: 8080 },
-            Port { service_port: 9000, target_port: 9090 },
-            Port { service_port: 7000, target_port: 7000 },
+            Port {
+                service_port: 80,
+                target_port: 8080
+            },
+            Port {
+                service_port: 9000,
+                target_port: 9090
+            },
+            Port {
+                service_port: 7000,
+                target_port: 7000
+            },
         ],
         "named targetPort resolved against container ports; unknown names dropped"
     );

@@ -219,7 +219,8 @@ impl NodeCni {
             .unwrap_or_default();
         for plugin in plugins.into_iter().rev() {
             let res = plugin_type(plugin).and_then(|ty| {
-                let conf = plugin_netconf(&att.conflist, plugin, Some(&att.result));
+                let prev = (!att.result.is_null()).then_some(&att.result);
+                let conf = plugin_netconf(&att.conflist, plugin, prev);
                 self.exec(&ty, "DEL", &conf, sb, POD_IFNAME).map(|_| ())
             });
             if let Err(e) = res {
@@ -231,6 +232,20 @@ impl NodeCni {
             first_err.get_or_insert(e);
         }
         first_err.map_or(Ok(()), Err)
+    }
+
+    /// Tears down a sandbox whose ADD failed (as runtimes do before retrying): DEL of every
+    /// plugin of the current conflist in reverse order, without a previous result.
+    pub fn teardown(&self, sb: &SandboxRef) -> Result<(), CniError> {
+        let (conflist_file, conflist) = self.current_conflist()?;
+        let att = Attachment {
+            conflist_file,
+            conflist,
+            result: Value::Null,
+            ip: Ipv4Addr::UNSPECIFIED,
+            plugins: Vec::new(),
+        };
+        self.del(sb, &att)
     }
 
     fn loopback(&self, sb: &SandboxRef, command: &str) -> Result<(), CniError> {

@@ -99,9 +99,7 @@ impl Model {
 
         let mut workloads: Vec<Workload> = snapshot
             .pods()
-            .filter_map(|pod| {
-                workload::build(pod, snapshot, cfg, &services, &policies, &peer_auth)
-            })
+            .filter_map(|pod| workload::build(pod, snapshot, cfg, &services, &policies, &peer_auth))
             .collect();
         workloads.sort_by(|a, b| a.uid.cmp(&b.uid));
         workloads.dedup_by(|a, b| a.uid == b.uid);
@@ -125,7 +123,9 @@ impl Model {
 
     /// The service with resource name `namespace/hostname`.
     pub fn service(&self, name: &str) -> Option<&Service> {
-        self.services.iter().find(|s| service_resource_name(s) == name)
+        self.services
+            .iter()
+            .find(|s| service_resource_name(s) == name)
     }
 
     /// The authorization with resource name `namespace/name`.

@@ -36,7 +36,12 @@ fn key_of(pa: &PeerAuthentication) -> ObjectKey {
 }
 
 /// Oldest first, then by name.
-fn age_order(pa: &PeerAuthentication) -> (Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>, String) {
+fn age_order(
+    pa: &PeerAuthentication,
+) -> (
+    Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    String,
+) {
     (
         pa.metadata.creation_timestamp.clone(),
         selector::name(&pa.metadata).to_string(),
@@ -64,7 +69,11 @@ pub(crate) struct PeerAuthIndex<'a> {
 }
 
 impl<'a> PeerAuthIndex<'a> {
-    pub(crate) fn build(snapshot: &'a Snapshot, cfg: &ModelConfig, issues: &mut Issues<'_>) -> Self {
+    pub(crate) fn build(
+        snapshot: &'a Snapshot,
+        cfg: &ModelConfig,
+        issues: &mut Issues<'_>,
+    ) -> Self {
         let mut all: Vec<&PeerAuthentication> = snapshot.peer_authentications().collect();
         all.sort_by_key(|pa| age_order(pa));
         let mut index = PeerAuthIndex {
@@ -106,11 +115,19 @@ impl<'a> PeerAuthIndex<'a> {
             .chain(index.selectors.iter())
             .any(|pa| {
                 pa.spec.mode() == MtlsMode::Strict
-                    || pa.spec.port_level_mtls.values().any(|m| m.mode == MtlsMode::Strict)
+                    || pa
+                        .spec
+                        .port_level_mtls
+                        .values()
+                        .any(|m| m.mode == MtlsMode::Strict)
             });
         for pa in index.selectors.clone() {
             if let Some(auth) = index.convert_port_level(pa) {
-                let name = format!("{}/{}", selector::namespace(&pa.metadata), selector::name(&pa.metadata));
+                let name = format!(
+                    "{}/{}",
+                    selector::namespace(&pa.metadata),
+                    selector::name(&pa.metadata)
+                );
                 index.converted.insert(name, auth);
             }
         }
@@ -161,7 +178,11 @@ impl<'a> PeerAuthIndex<'a> {
                 return None;
             }
         }
-        Some(deny_policy(converted_policy_name(selector::name(&pa.metadata)), ns, deny))
+        Some(deny_policy(
+            converted_policy_name(selector::name(&pa.metadata)),
+            ns,
+            deny,
+        ))
     }
 
     /// Names of the policies a workload gets from PeerAuthentications.

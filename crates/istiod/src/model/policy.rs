@@ -16,10 +16,10 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use mesh_config::objects::kind;
 use mesh_config::objects::{
     AuthorizationAction, AuthorizationPolicy, Condition, Operation, Rule, Source,
 };
-use mesh_config::objects::kind;
 use mesh_config::{ObjectKey, Snapshot};
 use mesh_proto::proto::security::{
     Action, Address, Authorization, Group, Match, Rules, Scope, StringMatch, string_match,
@@ -63,7 +63,11 @@ impl CompiledPolicies {
         self.entries
             .iter()
             .filter(|c| c.auth.namespace == namespace || c.auth.namespace == self.root_namespace)
-            .filter(|c| c.selector.as_ref().is_some_and(|s| selector::matches(s, labels)))
+            .filter(|c| {
+                c.selector
+                    .as_ref()
+                    .is_some_and(|s| selector::matches(s, labels))
+            })
             .map(|c| super::authorization_resource_name(&c.auth))
             .collect()
     }
@@ -105,7 +109,11 @@ pub(crate) fn compile_all(
     out
 }
 
-fn compile(ap: &AuthorizationPolicy, cfg: &ModelConfig, notes: &mut Vec<String>) -> Option<Compiled> {
+fn compile(
+    ap: &AuthorizationPolicy,
+    cfg: &ModelConfig,
+    notes: &mut Vec<String>,
+) -> Option<Compiled> {
     let action = match ap.spec.action {
         AuthorizationAction::Allow => Action::Allow,
         AuthorizationAction::Deny => Action::Deny,
@@ -189,7 +197,11 @@ impl<'a> RuleConversion<'a> {
 
     fn convert(&mut self, rule: &Rule) -> Vec<Rules> {
         let mut rules = Vec::new();
-        let to: Vec<Match> = rule.to.iter().map(|t| self.operation(&t.operation)).collect();
+        let to: Vec<Match> = rule
+            .to
+            .iter()
+            .map(|t| self.operation(&t.operation))
+            .collect();
         if !to.is_empty() {
             rules.push(Rules { matches: to });
         }
@@ -267,18 +279,31 @@ impl<'a> RuleConversion<'a> {
                 self.l7.push(format!("from.source.{field}"));
             }
         }
-        let mut principals: Vec<StringMatch> = src.principals.iter().map(|p| principal(p)).collect();
+        let mut principals: Vec<StringMatch> =
+            src.principals.iter().map(|p| principal(p)).collect();
         let mut not_principals: Vec<StringMatch> =
             src.not_principals.iter().map(|p| principal(p)).collect();
         if !src.service_accounts.is_empty() && !src.principals.is_empty() {
             self.unsupported
                 .push("combines principals and serviceAccounts".to_string());
         }
-        principals.extend(src.service_accounts.iter().map(|sa| self.service_account(sa)));
-        not_principals.extend(src.not_service_accounts.iter().map(|sa| self.service_account(sa)));
+        principals.extend(
+            src.service_accounts
+                .iter()
+                .map(|sa| self.service_account(sa)),
+        );
+        not_principals.extend(
+            src.not_service_accounts
+                .iter()
+                .map(|sa| self.service_account(sa)),
+        );
         Match {
             namespaces: src.namespaces.iter().map(|v| string_match_of(v)).collect(),
-            not_namespaces: src.not_namespaces.iter().map(|v| string_match_of(v)).collect(),
+            not_namespaces: src
+                .not_namespaces
+                .iter()
+                .map(|v| string_match_of(v))
+                .collect(),
             principals,
             not_principals,
             source_ips: self.cidrs("ipBlocks", &src.ip_blocks),
@@ -346,7 +371,9 @@ impl<'a> RuleConversion<'a> {
         for v in values {
             match parse_cidr(v) {
                 Some(a) => out.push(a),
-                None => self.invalid.push(format!("{field}: {v:?} is not an IP or CIDR")),
+                None => self
+                    .invalid
+                    .push(format!("{field}: {v:?} is not an IP or CIDR")),
             }
         }
         out

@@ -44,7 +44,10 @@ impl ServiceIndex {
                 _ => Vec::new(),
             };
             // Headless ("None") and ExternalName services have no virtual IP: not served.
-            let ips: Vec<&str> = ips.into_iter().filter(|ip| !ip.is_empty() && *ip != "None").collect();
+            let ips: Vec<&str> = ips
+                .into_iter()
+                .filter(|ip| !ip.is_empty() && *ip != "None")
+                .collect();
             if ips.is_empty() {
                 continue;
             }
@@ -57,7 +60,10 @@ impl ServiceIndex {
             for ip in ips {
                 match ip.parse::<IpAddr>() {
                     Ok(addr) => addresses.push(addr),
-                    Err(_) => issues.push(&key, format!("cluster IP {ip:?} is not an IP address; ignored")),
+                    Err(_) => issues.push(
+                        &key,
+                        format!("cluster IP {ip:?} is not an IP address; ignored"),
+                    ),
                 }
             }
             if addresses.is_empty() {

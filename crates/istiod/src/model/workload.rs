@@ -8,11 +8,11 @@ use mesh_proto::proto::workload::{
     NetworkMode, TunnelProtocol, Workload, WorkloadStatus, WorkloadType,
 };
 
+use super::ModelConfig;
 use super::peer_auth::PeerAuthIndex;
 use super::policy::CompiledPolicies;
 use super::selector;
 use super::service::{ServiceIndex, ip_bytes};
-use super::ModelConfig;
 
 /// Labels that name a workload's canonical service, in order of preference.
 const CANONICAL_NAME_LABELS: &[&str] = &[

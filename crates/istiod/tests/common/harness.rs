@@ -108,12 +108,19 @@ impl Recorder {
 }
 
 impl ClientHandler for Recorder {
-    fn apply(&self, type_url: &str, updated: Vec<Resource>, removed: Vec<String>) -> Result<(), String> {
+    fn apply(
+        &self,
+        type_url: &str,
+        updated: Vec<Resource>,
+        removed: Vec<String>,
+    ) -> Result<(), String> {
         let mut held = self.held.lock();
         let map = held.entry(type_url.to_string()).or_default();
         let mut names = Vec::new();
         for r in updated {
-            let any = r.resource.ok_or_else(|| format!("resource {} has no body", r.name))?;
+            let any = r
+                .resource
+                .ok_or_else(|| format!("resource {} has no body", r.name))?;
             names.push(r.name.clone());
             map.insert(r.name, any);
         }

@@ -25,8 +25,14 @@ pub const POLICIES: &str = "apiVersion: security.istio.io/v1\nkind: Authorizatio
 pub fn files() -> Vec<(&'static str, String)> {
     vec![
         ("namespace.yaml", NAMESPACE.to_string()),
-        ("web-0.yaml", pod("web-0", "web", "node-a", "10.0.1.5", "v1")),
-        ("web-1.yaml", pod("web-1", "web-b", "node-b", "10.0.2.5", "v1")),
+        (
+            "web-0.yaml",
+            pod("web-0", "web", "node-a", "10.0.1.5", "v1"),
+        ),
+        (
+            "web-1.yaml",
+            pod("web-1", "web-b", "node-b", "10.0.2.5", "v1"),
+        ),
         ("service.yaml", SERVICE.to_string()),
         ("policies.yaml", POLICIES.to_string()),
     ]

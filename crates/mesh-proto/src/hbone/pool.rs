@@ -209,7 +209,11 @@ impl Pool {
                     // The connection is going away or refusing streams: leave it to finish the
                     // streams it has and use another one.
                     self.inner.retire(&conn, ConnState::Closed);
-                    tracing::debug!(error = %e, conn = conn.id, "retrying CONNECT on another connection");
+                    tracing::debug!(
+                        error = %e,
+                        conn = conn.id,
+                        "retrying CONNECT on another connection"
+                    );
                     last_error = Some(HboneError::H2(e));
                 }
                 Err(e) => return Err(e),

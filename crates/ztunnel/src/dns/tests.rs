@@ -17,7 +17,7 @@ fn server() -> Server {
             hostname: "echo.demo.svc.cluster.local".into(),
             addresses: vec![pb::NetworkAddress {
                 network: String::new(),
-                address: vec![10, 96, 0, 7].into(),
+                address: vec![10, 96, 0, 7],
             }],
             ports: vec![pb::Port {
                 service_port: 80,

@@ -148,6 +148,16 @@ fn check(
             )),
         ))?;
     let st = inputs.state.read();
+    let waypoints = st.waypoint_identities(&dst);
+    if !waypoints.is_empty() && !waypoints.contains(peer) {
+        return Err((
+            StatusCode::UNAUTHORIZED,
+            ProxyError::Denied(format!(
+                "{peer} bypassed the waypoint: {} accepts traffic only from its waypoint",
+                dst.name
+            )),
+        ));
+    }
     let src = st.workload_by_ip(peer_addr.ip());
     let conn = Connection {
         src_ip: peer_addr.ip(),

@@ -33,13 +33,15 @@ pub enum ProxyError {
     NoHealthyUpstream(String),
     #[error("{0}")]
     Denied(String),
+    #[error("waypoint unavailable, failing closed: {0}")]
+    NoWaypoint(String),
 }
 
 impl ProxyError {
     /// Envoy-style response flag for metrics and access logs.
     pub fn response_flag(&self) -> &'static str {
         match self {
-            ProxyError::NoHealthyUpstream(_) => "UH",
+            ProxyError::NoHealthyUpstream(_) | ProxyError::NoWaypoint(_) => "UH",
             ProxyError::Denied(_) => "DENY",
             ProxyError::Hbone(e) if e.status() == Some(http::StatusCode::FORBIDDEN) => "DENY",
             ProxyError::Io(_) | ProxyError::Hbone(_) => "UF",

@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use super::socket::original_dst;
 use super::{PodProxy, ProxyError, ProxyInputs, copy, inbound};
 use crate::metrics::{ConnectionLabels, MUTUAL_TLS, REPORTER_SOURCE};
-use crate::state::{Tunnel, Upstream};
+use crate::state::{Tunnel, Upstream, WaypointTarget};
 
 pub async fn handle(inputs: Arc<ProxyInputs>, pod: Arc<PodProxy>, mut stream: TcpStream) {
     let start = Instant::now();
@@ -61,8 +61,21 @@ pub async fn handle(inputs: Arc<ProxyInputs>, pod: Arc<PodProxy>, mut stream: Tc
             } else {
                 None
             };
-            let r = match local {
-                Some(dst_pod) => {
+            let waypoint = if local.is_none()
+                || up.service.as_ref().is_some_and(|s| s.waypoint.is_some())
+                || up.workload.waypoint.is_some()
+            {
+                inputs
+                    .state
+                    .read()
+                    .waypoint_for(&up, |n| rand::random_range(0..n))
+            } else {
+                None
+            };
+            let r = match (waypoint, local) {
+                (Some(Err(reason)), _) => Err(ProxyError::NoWaypoint(reason)),
+                (Some(Ok(wp)), _) => via_waypoint(&inputs, &pod, &wp, dst, &mut stream).await,
+                (None, Some(dst_pod)) => {
                     inbound::serve_local(
                         &inputs,
                         &dst_pod,
@@ -73,7 +86,7 @@ pub async fn handle(inputs: Arc<ProxyInputs>, pod: Arc<PodProxy>, mut stream: Tc
                     )
                     .await
                 }
-                None => hbone(&inputs, &pod, &up, &mut stream).await,
+                (None, None) => hbone(&inputs, &pod, &up, &mut stream).await,
             };
             let (sent, recv) = r.as_ref().map(|b| *b).unwrap_or((0, 0));
             if let Err(e) = &r {
@@ -137,14 +150,55 @@ async fn hbone(
     up: &Upstream,
     stream: &mut TcpStream,
 ) -> Result<(u64, u64), ProxyError> {
+    let hbone_addr = SocketAddr::new(up.target.ip(), super::pod::HBONE_PORT);
+    tunnel(
+        inputs,
+        pod,
+        &up.workload.identity,
+        hbone_addr,
+        up.target,
+        stream,
+    )
+    .await
+}
+
+/// Destination behind a waypoint: HBONE to the waypoint, asking for the original destination
+/// (the service address when the client used one), so the waypoint applies its L7 config.
+async fn via_waypoint(
+    inputs: &ProxyInputs,
+    pod: &PodProxy,
+    wp: &WaypointTarget,
+    original: SocketAddr,
+    stream: &mut TcpStream,
+) -> Result<(u64, u64), ProxyError> {
+    tunnel(
+        inputs,
+        pod,
+        &wp.workload.identity,
+        wp.addr,
+        original,
+        stream,
+    )
+    .await
+}
+
+/// Opens a pooled HBONE stream to `hbone_addr` (expecting `peer`) for `authority`, and relays.
+async fn tunnel(
+    inputs: &ProxyInputs,
+    pod: &PodProxy,
+    peer: &identity::Identity,
+    hbone_addr: SocketAddr,
+    authority: SocketAddr,
+    stream: &mut TcpStream,
+) -> Result<(u64, u64), ProxyError> {
     let key = PoolKey {
         src: pod.identity.clone(),
-        dst: up.workload.identity.clone(),
-        dst_addr: SocketAddr::new(up.target.ip(), super::pod::HBONE_PORT),
+        dst: peer.clone(),
+        dst_addr: hbone_addr,
     };
     let certs = inputs.certs.clone();
     let src_id = pod.identity.clone();
-    let dst_id = up.workload.identity.clone();
+    let dst_id = peer.clone();
     let dial_addr = key.dst_addr;
     let sockets = pod.sockets.clone();
     let tls = move || async move {
@@ -159,7 +213,7 @@ async fn hbone(
         .pool
         .connect_via(
             key,
-            up.target,
+            authority,
             http::HeaderMap::new(),
             tls,
             move || async move { sockets.connect(dial_addr).await },

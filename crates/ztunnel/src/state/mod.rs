@@ -15,7 +15,7 @@ use serde::Serialize;
 
 pub use policy::{Connection, Decision, Policy};
 pub use service::Service;
-pub use workload::{Tunnel, Workload};
+pub use workload::{Tunnel, Waypoint, Workload};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -39,6 +39,13 @@ pub struct ProxyState {
     /// service key → endpoint workload uids
     endpoints: HashMap<String, BTreeSet<String>>,
     policies: BTreeMap<String, Arc<Policy>>,
+}
+
+/// A waypoint chosen for a connection: the waypoint pod and its HBONE address.
+#[derive(Clone, Debug)]
+pub struct WaypointTarget {
+    pub workload: Arc<Workload>,
+    pub addr: SocketAddr,
 }
 
 /// Where an outbound connection goes after resolution.
@@ -147,15 +154,7 @@ impl ProxyState {
         if let Some(svc) = self.service_by_vip(dst.ip()) {
             let key = svc.key();
             let (_, svc_target) = svc.ports.iter().copied().find(|(p, _)| *p == dst.port())?;
-            let candidates: Vec<Arc<Workload>> = self
-                .endpoints
-                .get(&key)
-                .into_iter()
-                .flatten()
-                .filter_map(|u| self.workloads.get(u))
-                .filter(|w| w.healthy && !w.ips.is_empty())
-                .cloned()
-                .collect();
+            let candidates = self.endpoints_of(&key);
             if candidates.is_empty() {
                 return None;
             }
@@ -192,6 +191,103 @@ impl ProxyState {
             service: None,
             target: dst,
         })
+    }
+
+    /// The waypoint an upstream must be reached through, if any: the service's waypoint when
+    /// the connection was addressed to a service, else the workload's. `Err` when a waypoint is
+    /// configured but cannot be reached (traffic must then fail closed, never skip L7 policy).
+    pub fn waypoint_for(
+        &self,
+        up: &Upstream,
+        pick: impl FnOnce(usize) -> usize,
+    ) -> Option<Result<WaypointTarget, String>> {
+        let wp = up
+            .service
+            .as_ref()
+            .and_then(|s| s.waypoint.clone())
+            .or_else(|| up.workload.waypoint.clone())?;
+        Some(self.resolve_waypoint(&wp, pick))
+    }
+
+    fn resolve_waypoint(
+        &self,
+        wp: &Waypoint,
+        pick: impl FnOnce(usize) -> usize,
+    ) -> Result<WaypointTarget, String> {
+        match wp {
+            Waypoint::Address { ip, port } => {
+                let w = self
+                    .workload_by_ip(*ip)
+                    .ok_or(format!("waypoint {ip} is not a known workload"))?;
+                Ok(WaypointTarget {
+                    workload: w,
+                    addr: SocketAddr::new(*ip, *port),
+                })
+            }
+            Waypoint::Service {
+                namespace,
+                hostname,
+                port,
+            } => {
+                let key = format!("{namespace}/{hostname}");
+                let ws = self.endpoints_of(&key);
+                if ws.is_empty() {
+                    return Err(format!("waypoint {key} has no ready endpoint"));
+                }
+                let w = ws[pick(ws.len()) % ws.len()].clone();
+                let ip = *w
+                    .ips
+                    .first()
+                    .ok_or(format!("waypoint {key} endpoint has no address"))?;
+                Ok(WaypointTarget {
+                    workload: w,
+                    addr: SocketAddr::new(ip, *port),
+                })
+            }
+        }
+    }
+
+    /// Identities allowed to reach `w` when it sits behind a waypoint (its own waypoint or one
+    /// of its services'); empty when no waypoint applies.
+    pub fn waypoint_identities(&self, w: &Workload) -> Vec<identity::Identity> {
+        let mut refs: Vec<Waypoint> = w.waypoint.iter().cloned().collect();
+        refs.extend(
+            w.services
+                .keys()
+                .filter_map(|k| self.services.get(k))
+                .filter_map(|s| s.waypoint.clone()),
+        );
+        let mut ids = Vec::new();
+        for r in refs {
+            match r {
+                Waypoint::Address { ip, .. } => {
+                    ids.extend(self.workload_by_ip(ip).map(|w| w.identity.clone()))
+                }
+                Waypoint::Service {
+                    namespace,
+                    hostname,
+                    ..
+                } => ids.extend(
+                    self.endpoints_of(&format!("{namespace}/{hostname}"))
+                        .iter()
+                        .map(|w| w.identity.clone()),
+                ),
+            }
+        }
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
+    fn endpoints_of(&self, key: &str) -> Vec<Arc<Workload>> {
+        self.endpoints
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter_map(|u| self.workloads.get(u))
+            .filter(|w| w.healthy && !w.ips.is_empty())
+            .cloned()
+            .collect()
     }
 
     /// Whether a service VIP exists for this address (even with no endpoints).

@@ -9,7 +9,7 @@ fn pb_workload(uid: &str, ip: [u8; 4], svc: Option<(&str, u32, u32)>) -> pb::Wor
         uid: uid.into(),
         name: uid.into(),
         namespace: "app".into(),
-        addresses: vec![ip.to_vec().into()],
+        addresses: vec![ip.to_vec()],
         tunnel_protocol: pb::TunnelProtocol::Hbone as i32,
         service_account: "server".into(),
         node: "node1".into(),
@@ -38,7 +38,7 @@ fn state_with_service() -> ProxyState {
             hostname: "echo.app.svc.cluster.local".into(),
             addresses: vec![pb::NetworkAddress {
                 network: String::new(),
-                address: vec![10, 96, 0, 10].into(),
+                address: vec![10, 96, 0, 10],
             }],
             ports: vec![pb::Port {
                 service_port: 80,
@@ -110,7 +110,7 @@ fn removal_updates_every_index() {
 #[test]
 fn malformed_resources_are_rejected_with_reason() {
     let mut w = pb_workload("bad", [10, 0, 0, 1], None);
-    w.addresses = vec![vec![1, 2, 3].into()];
+    w.addresses = vec![vec![1, 2, 3]];
     let err = Workload::from_proto(w, "cluster.local").unwrap_err();
     assert!(err.to_string().contains("address of 3 bytes"), "{err}");
     let err = Workload::from_proto(pb::Workload::default(), "cluster.local").unwrap_err();

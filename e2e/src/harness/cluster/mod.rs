@@ -2,6 +2,7 @@
 //! components are in the sibling modules.
 
 mod config;
+mod exec;
 mod mesh;
 mod observe;
 mod pods;

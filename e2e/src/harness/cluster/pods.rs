@@ -4,15 +4,13 @@
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::super::cmd::{self, Output};
+use super::super::cmd;
 use super::super::cni::{Attachment, SandboxRef};
 use super::super::error::HarnessError;
 use super::super::manifests::{self, PodManifest};
 use super::super::netns;
-use super::super::poll;
-use super::super::prereq;
 use super::super::process::Proc;
 use super::{Cluster, Node};
 
@@ -123,6 +121,9 @@ pub(super) struct PodRecord {
     pub host_ip: Ipv4Addr,
 }
 
+/// How long [`Cluster::add_pod`] retries a failing CNI ADD.
+const ADD_RETRY_WINDOW: Duration = Duration::from_secs(30);
+
 fn random_hex(bytes: usize) -> String {
     (0..bytes)
         .map(|_| format!("{:02x}", rand::random::<u8>()))
@@ -160,7 +161,7 @@ impl Cluster {
         };
         self.ensure_namespace(&spec.namespace)?;
         let netns_name = self.id.pod_netns(index);
-        let sandbox = SandboxRef {
+        let mut sandbox = SandboxRef {
             container_id: random_hex(32),
             netns_path: netns::path(&netns_name),
             namespace: spec.namespace.clone(),
@@ -189,29 +190,11 @@ impl Cluster {
         let file = manifest_name(&spec.namespace, &spec.name);
         self.config
             .write_object(&file, &manifests::pod(&manifest))?;
-        // The sandbox: a bare netns; the loopback plugin brings `lo` up.
-        if let Err(e) = cmd::ip(&["netns", "add", &netns_name]) {
-            let _ = self.config.remove(&file);
-            return Err(e.into());
-        }
-        tracing::info!(pod = %format!("{}/{}", spec.namespace, spec.name), node = %node.name, netns = %netns_name, "CNI ADD");
-        let attachment = match node.cni.add(&sandbox) {
+        let attachment = match self.attach_with_retries(&node, &mut sandbox, &netns_name) {
             Ok(a) => a,
             Err(e) => {
-                let _ = netns::delete(&netns_name);
                 let _ = self.config.remove(&file);
-                return Err(if self.mesh {
-                    HarnessError::Component {
-                        component: format!(
-                            "CNI ADD of pod {}/{} on {}",
-                            spec.namespace, spec.name, node.name
-                        ),
-                        reason: e.to_string(),
-                        log_tail: super::super::process::tail_file(&node.files.agent_log, 30),
-                    }
-                } else {
-                    e.into()
-                });
+                return Err(e);
             }
         };
         manifest.ip = Some(attachment.ip);
@@ -240,6 +223,52 @@ impl Cluster {
             },
         );
         Ok(pod)
+    }
+
+    /// Creates the sandbox netns and runs CNI ADD. A failed ADD is torn down (CNI DEL, netns
+    /// removed) and retried with a new sandbox, with backoff, for up to 30 s, as a kubelet
+    /// retries; the last error is returned with the node agent's log tail.
+    fn attach_with_retries(
+        &self,
+        node: &Node,
+        sandbox: &mut SandboxRef,
+        netns_name: &str,
+    ) -> Result<Attachment, HarnessError> {
+        let deadline = Instant::now() + ADD_RETRY_WINDOW;
+        let mut backoff = Duration::from_millis(500);
+        let mut attempt = 1;
+        loop {
+            // The sandbox: a bare netns; the loopback plugin brings `lo` up.
+            cmd::ip(&["netns", "add", netns_name])?;
+            tracing::info!(pod = %format!("{}/{}", sandbox.namespace, sandbox.name), node = %node.name, netns = %netns_name, attempt, "CNI ADD");
+            let err = match node.cni.add(sandbox) {
+                Ok(a) => return Ok(a),
+                Err(e) => e,
+            };
+            if let Err(del) = node.cni.teardown(sandbox) {
+                tracing::warn!(error = %del, "CNI DEL after a failed ADD failed");
+            }
+            let _ = netns::delete(netns_name);
+            if Instant::now() + backoff >= deadline {
+                return Err(if self.mesh {
+                    HarnessError::Component {
+                        component: format!(
+                            "CNI ADD of pod {}/{} on {} ({attempt} attempts)",
+                            sandbox.namespace, sandbox.name, node.name
+                        ),
+                        reason: err.to_string(),
+                        log_tail: super::super::process::tail_file(&node.files.agent_log, 30),
+                    }
+                } else {
+                    err.into()
+                });
+            }
+            tracing::warn!(error = %err, ?backoff, "CNI ADD failed; retrying with a new sandbox");
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+            attempt += 1;
+            sandbox.container_id = random_hex(32);
+        }
     }
 
     /// The CNI plugin types called when `pod` was added (shows whether `mesh-cni` was chained).
@@ -323,300 +352,11 @@ impl Cluster {
     pub fn pods(&self) -> Vec<Pod> {
         self.state().pods.values().map(|r| r.pod.clone()).collect()
     }
-
-    /// PATH for commands in pods: the echo app's and the mesh binaries' directories first.
-    fn pod_path(&self) -> String {
-        let mut dirs: Vec<PathBuf> = Vec::new();
-        if let Some(d) = self.echo_bin.parent() {
-            dirs.push(d.to_path_buf());
-        }
-        dirs.push(self.bin_dir.clone());
-        if let Some(p) = std::env::var_os("PATH") {
-            dirs.extend(std::env::split_paths(&p));
-        }
-        std::env::join_paths(dirs)
-            .map(|p| p.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    }
-
-    /// Resolves `mesh-echo` to the configured echo binary; other programs go through PATH.
-    fn program(&self, name: &str) -> PathBuf {
-        if name == "mesh-echo" {
-            self.echo_bin.clone()
-        } else {
-            PathBuf::from(name)
-        }
-    }
-
-    /// Runs a command inside the pod's netns and returns its output whatever its exit status
-    /// (deadline 60 s).
-    pub fn exec(&self, pod: &Pod, args: &[&str]) -> Result<Output, HarnessError> {
-        self.exec_timeout(pod, args, Duration::from_secs(60))
-    }
-
-    pub fn exec_timeout(
-        &self,
-        pod: &Pod,
-        args: &[&str],
-        timeout: Duration,
-    ) -> Result<Output, HarnessError> {
-        let (first, rest) = args
-            .split_first()
-            .ok_or_else(|| HarnessError::Invalid("exec needs a command".into()))?;
-        let mut c = cmd::in_netns(&pod.netns, self.program(first), rest);
-        c.env("PATH", self.pod_path())
-            .env("POD_NAME", &pod.name)
-            .env("POD_NAMESPACE", &pod.namespace);
-        Ok(cmd::run(&mut c, timeout)?)
-    }
-
-    /// Starts a background process in the pod (stopped with the pod or the cluster); its output
-    /// goes to a log file in the work dir.
-    pub fn spawn(&self, pod: &Pod, name: &str, args: &[&str]) -> Result<App, HarnessError> {
-        let (first, rest) = args
-            .split_first()
-            .ok_or_else(|| HarnessError::Invalid("spawn needs a command".into()))?;
-        let id = {
-            let mut st = self.state();
-            st.next_app += 1;
-            st.next_app
-        };
-        let log = self
-            .work
-            .join("apps")
-            .join(format!("{}-{}-{name}-{id}.log", pod.namespace, pod.name));
-        let program = self.program(first);
-        let program = if program.is_absolute() {
-            program
-        } else {
-            prereq::in_path(first).unwrap_or(program)
-        };
-        let env = vec![
-            ("POD_NAME".to_string(), pod.name.clone()),
-            ("POD_NAMESPACE".to_string(), pod.namespace.clone()),
-            ("PATH".to_string(), self.pod_path()),
-        ];
-        let rest: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
-        let proc = Proc::spawn(
-            &format!("{name} in {}", pod.key()),
-            &pod.netns,
-            &program,
-            &rest,
-            &env,
-            &log,
-        )?;
-        let app = App {
-            id,
-            name: name.to_string(),
-            pod: pod.key(),
-            log,
-        };
-        self.state().apps.insert(id, (app.clone(), proc));
-        Ok(app)
-    }
-
-    /// Stops a background process.
-    pub fn stop_app(&self, app: &App) {
-        let proc = self.state().apps.remove(&app.id);
-        drop(proc);
-    }
-
-    /// Runs `mesh-echo server` in the pod and waits until every port accepts connections.
-    pub fn start_echo_server(
-        &self,
-        pod: &Pod,
-        tcp: &[u16],
-        http: &[u16],
-    ) -> Result<App, HarnessError> {
-        let mut args = vec!["mesh-echo".to_string(), "server".to_string()];
-        for p in tcp {
-            args.extend(["--tcp".to_string(), p.to_string()]);
-        }
-        for p in http {
-            args.extend(["--http".to_string(), p.to_string()]);
-        }
-        args.extend(["--name".to_string(), pod.name.clone()]);
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let app = self.spawn(pod, "echo-server", &refs)?;
-        for port in tcp.iter().chain(http) {
-            self.wait_listening(pod, &app, *port)?;
-        }
-        Ok(app)
-    }
-
-    /// Waits until `127.0.0.1:port` inside the pod accepts a connection (fails at once if the
-    /// app exits).
-    pub fn wait_listening(&self, pod: &Pod, app: &App, port: u16) -> Result<(), HarnessError> {
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let res = poll::eventually(
-            &format!("{} in {} to listen on {port}", app.name, pod.key()),
-            Duration::from_secs(20),
-            || {
-                if let Some((_, p)) = self.state().apps.get_mut(&app.id)
-                    && let Some(s) = p.exit_status()
-                {
-                    return Ok(Err(format!("it exited ({s})")));
-                }
-                netns::connect_tcp(&pod.netns, addr, Duration::from_secs(1))
-                    .map(|_| Ok(()))
-                    .map_err(|e| e.to_string())
-            },
-        );
-        let fail = |reason: String| HarnessError::Component {
-            component: format!("{} in pod {}", app.name, pod.key()),
-            reason,
-            log_tail: super::super::process::tail_file(&app.log, 20),
-        };
-        match res {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(exited)) => Err(fail(exited)),
-            Err(e) => Err(fail(e.to_string())),
-        }
-    }
-
-    /// `mesh-echo client tcp <to> --message <message>` in pod `from`: the echoed reply, or
-    /// [`HarnessError::EchoFailed`] with the client's explanation.
-    pub fn echo_tcp(
-        &self,
-        from: &Pod,
-        to: SocketAddr,
-        message: &str,
-    ) -> Result<String, HarnessError> {
-        let to_s = to.to_string();
-        let out = self.exec_timeout(
-            from,
-            &[
-                "mesh-echo",
-                "client",
-                "tcp",
-                &to_s,
-                "--message",
-                message,
-                "--timeout-ms",
-                "5000",
-            ],
-            Duration::from_secs(30),
-        )?;
-        if out.success() {
-            Ok(out
-                .stdout
-                .strip_suffix('\n')
-                .unwrap_or(&out.stdout)
-                .to_string())
-        } else {
-            Err(HarnessError::EchoFailed {
-                from: from.key(),
-                to: to_s,
-                status: out.code(),
-                stdout: out.stdout,
-                stderr: out.stderr.trim().to_string(),
-            })
-        }
-    }
-
-    /// `mesh-echo client http <url>` in pod `from`: (status, body) for any HTTP answer, or
-    /// [`HarnessError::EchoFailed`] when no answer came.
-    pub fn http_get(&self, from: &Pod, url: &str) -> Result<(u16, String), HarnessError> {
-        let out = self.exec_timeout(
-            from,
-            &["mesh-echo", "client", "http", url, "--timeout-ms", "5000"],
-            Duration::from_secs(30),
-        )?;
-        let status = out
-            .stdout
-            .lines()
-            .next()
-            .and_then(|l| l.strip_prefix("status: "))
-            .and_then(|s| s.trim().parse::<u16>().ok());
-        match status {
-            Some(code) if out.success() || out.code() == Some(22) => {
-                let body = out
-                    .stdout
-                    .split_once('\n')
-                    .map(|x| x.1)
-                    .unwrap_or("")
-                    .to_string();
-                Ok((code, body))
-            }
-            _ => Err(HarnessError::EchoFailed {
-                from: from.key(),
-                to: url.to_string(),
-                status: out.code(),
-                stdout: out.stdout,
-                stderr: out.stderr.trim().to_string(),
-            }),
-        }
-    }
-
-    /// TCP ports listened on inside the pod's netns (`ss -ltn`).
-    pub fn listening_ports(&self, pod: &Pod) -> Result<Vec<u16>, HarnessError> {
-        let out = cmd::run_ok(&mut cmd::in_netns(
-            &pod.netns,
-            "ss",
-            &["-H", "-l", "-t", "-n"],
-        ))?;
-        let mut ports: Vec<u16> = out
-            .stdout
-            .lines()
-            .filter_map(|l| l.split_whitespace().nth(3))
-            .filter_map(|local| local.rsplit(':').next()?.parse().ok())
-            .collect();
-        ports.sort_unstable();
-        ports.dedup();
-        Ok(ports)
-    }
-
-    /// The packet-filtering rules inside the pod's netns (iptables-save, ip6tables-save,
-    /// iptables-legacy-save and nft, whichever exist), comments and counters removed, so two
-    /// snapshots compare.
-    pub fn netns_rules(&self, pod: &Pod) -> Result<Vec<String>, HarnessError> {
-        let mut lines = Vec::new();
-        let tools: [(&str, &[&str]); 4] = [
-            ("iptables-save", &[]),
-            ("ip6tables-save", &[]),
-            ("iptables-legacy-save", &[]),
-            ("nft", &["list", "ruleset"]),
-        ];
-        for (tool, args) in tools {
-            if prereq::in_path(tool).is_none() {
-                continue;
-            }
-            let out = cmd::run_ok(&mut cmd::in_netns(&pod.netns, tool, args))?;
-            lines.extend(
-                out.stdout
-                    .lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                    .map(|l| format!("{tool}: {}", strip_counters(l))),
-            );
-        }
-        Ok(lines)
-    }
-}
-
-/// Removes iptables-save chain counters (`[12:345]`) so snapshots compare.
-fn strip_counters(line: &str) -> String {
-    match (line.rfind('['), line.ends_with(']')) {
-        (Some(i), true) if line.starts_with(':') => line[..i].trim_end().to_string(),
-        _ => line.to_string(),
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn counters_are_stripped_from_chain_lines_only() {
-        assert_eq!(
-            strip_counters(":PREROUTING ACCEPT [3:180]"),
-            ":PREROUTING ACCEPT"
-        );
-        assert_eq!(
-            strip_counters("-A X -m set --match-set s[1] src"),
-            "-A X -m set --match-set s[1] src"
-        );
-    }
 
     #[test]
     fn pod_spec_builder_fills_fields() {
