@@ -222,7 +222,7 @@ gen_wrapper() {
 	log "$name: go mod tidy in $WRAPPER_DIR (downloads modules; may take minutes on a cold cache)"
 	local t0=$SECONDS
 	(cd "$WRAPPER_DIR" && gocmd mod tidy) ||
-		die "$name: 'go mod tidy' failed in $WRAPPER_DIR (module proxy reachable? go line $go_line newer than $GO_VERSION?)"
+		die "$name: 'go mod tidy' failed in $WRAPPER_DIR; see the go output above (a module the proxy refuses with 403 or 404? go line $go_line newer than $GO_VERSION?)"
 	touch "$WRAPPER_DIR/.tidy-ok"
 	TIMES+=("$name: wrapper + module download  $(fmt_secs $((SECONDS - t0)))")
 }

@@ -100,10 +100,26 @@ impl ConfigSource for DirSource {
     }
 }
 
+/// What a `stat` says about a file; any difference means it may have changed (the inode and
+/// change time catch replacements and permission fixes that keep size and modification time).
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Fingerprint {
     modified: Option<SystemTime>,
     len: u64,
+    inode: u64,
+    changed: (i64, i64),
+}
+
+impl Fingerprint {
+    fn of(m: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Fingerprint {
+            modified: m.modified().ok(),
+            len: m.len(),
+            inode: m.ino(),
+            changed: (m.ctime(), m.ctime_nsec()),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -181,18 +197,17 @@ impl DirState {
 impl FileState {
     /// Re-reads the file if it may have changed; returns whether its objects or issues changed.
     fn refresh(&mut self, path: &Path, now: SystemTime) -> bool {
-        let fingerprint = match std::fs::metadata(path) {
-            Ok(m) => Some(Fingerprint {
-                modified: m.modified().ok(),
-                len: m.len(),
-            }),
-            Err(_) => None,
-        };
+        let fingerprint = std::fs::metadata(path).ok().map(|m| Fingerprint::of(&m));
         let recent = fingerprint
             .as_ref()
             .and_then(|f| f.modified)
             .is_none_or(|m| now.duration_since(m).map_or(true, |age| age < RECENT));
-        if fingerprint.is_some() && fingerprint == self.fingerprint && !recent {
+        // A file whose last read failed is retried at every scan.
+        if self.content.is_some()
+            && fingerprint.is_some()
+            && fingerprint == self.fingerprint
+            && !recent
+        {
             return false;
         }
         self.fingerprint = fingerprint;

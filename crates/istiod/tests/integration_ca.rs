@@ -175,3 +175,58 @@ async fn unauthenticated_and_mismatched_requests_are_refused_with_reasons() {
     );
     h.istiod.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ca_over_tls_needs_no_client_certificate() {
+    let (h, _) = start().await;
+    // Verify istiod by its SPIFFE identity; present no client certificate.
+    let ca = identity::CertificateAuthority::load_or_create(
+        &h.ca_dir.path().join("ca"),
+        "cluster.local",
+    )
+    .expect("CA");
+    let provider = identity::tls::provider();
+    let verifier = identity::tls::SpiffeVerifier::new(
+        &[ca.root_der()],
+        identity::PeerPolicy::Only(vec![h.istiod.serving_identity().clone()]),
+        &provider,
+    )
+    .expect("verifier");
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("TLS 1.3")
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(verifier))
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", h.istiod.secure_grpc_addr()))
+            .expect("endpoint")
+            .connect_with_connector(mesh_proto::xds::TlsChannelConnector::new(
+                std::sync::Arc::new(tls),
+            ))
+            .await
+            .expect("TLS connection to istiod");
+    let mut client = IstioCertificateServiceClient::new(channel);
+
+    let web = Identity::new("cluster.local", "demo", "web");
+    let bundle = generate_csr(&web).expect("CSR");
+    let resp = client
+        .create_certificate(request(&bundle.csr_pem, Some("token-a"), None, 3600))
+        .await
+        .expect("signed over TLS")
+        .into_inner();
+    let cert = WorkloadCertificate::from_pem(
+        &resp.cert_chain,
+        &bundle.key_pem,
+        &[h.istiod.root_cert_pem()],
+    )
+    .expect("valid chain");
+    assert_eq!(cert.identity(), &web);
+    let err = client
+        .create_certificate(request(&bundle.csr_pem, Some("token-b"), None, 3600))
+        .await
+        .expect_err("web does not run on node-b");
+    assert_eq!(err.code(), Code::PermissionDenied);
+    h.istiod.shutdown().await;
+}

@@ -4,9 +4,9 @@
 //! cluster starts, so a mismatch is reported up front by name.
 //!
 //! - istiod, in the underlay netns (it binds the default ports on every address there):
-//!   `istiod --config-dir DIR --ca-dir DIR --node-tokens-file FILE --trust-domain TD`
+//!   `istiod --config-dir DIR --ca-dir DIR --node-tokens FILE --trust-domain TD`
 //!   CA root written to `<ca-dir>/root-cert.pem`; readiness `GET http://<underlay>:15014/ready`.
-//!   The node tokens file is YAML, node name to bearer token: `node1: 3f9c...`.
+//!   The node tokens file has one `<token> <node-name>` pair per line.
 //! - cni-agent, in each node netns:
 //!   `cni-agent --node-name N --config-dir DIR --cni-conf-dir DIR --cni-bin-dir DIR
 //!    --plugin-binary BIN/mesh-cni --plugin-socket PATH --zds-socket PATH --state-dir DIR
@@ -60,7 +60,7 @@ pub fn istiod_args(f: &IstiodFiles, trust_domain: &str, log_level: &str) -> Vec<
         f.config_dir.display().to_string(),
         "--ca-dir".into(),
         f.ca_dir.display().to_string(),
-        "--node-tokens-file".into(),
+        "--node-tokens".into(),
         f.tokens_file.display().to_string(),
         "--trust-domain".into(),
         trust_domain.into(),
@@ -75,12 +75,13 @@ pub fn istiod_ready_url(ip: Ipv4Addr) -> String {
     format!("http://{ip}:{ISTIOD_MONITORING_PORT}/ready")
 }
 
-/// The node tokens file: YAML mapping node name to token.
-pub fn node_tokens_yaml(tokens: &[(String, String)]) -> String {
-    tokens
-        .iter()
-        .map(|(node, token)| format!("{node}: \"{token}\"\n"))
-        .collect()
+/// The node tokens file: one `<token> <node-name>` pair per line.
+pub fn node_tokens_file(tokens: &[(String, String)]) -> String {
+    let mut out = String::from("# bearer token, node name\n");
+    for (node, token) in tokens {
+        out.push_str(&format!("{token} {node}\n"));
+    }
+    out
 }
 
 /// A random bearer token.
@@ -260,8 +261,8 @@ mod tests {
             assert!(joined.contains(expect), "{joined} lacks {expect}");
         }
         assert_eq!(
-            node_tokens_yaml(&[("node1".into(), "ab".into())]),
-            "node1: \"ab\"\n"
+            node_tokens_file(&[("node1".into(), "ab".into())]),
+            "# bearer token, node name\nab node1\n"
         );
         assert_eq!(random_token().len(), 64);
     }

@@ -39,6 +39,9 @@ pub struct ProxyState {
     /// service key → endpoint workload uids
     endpoints: HashMap<String, BTreeSet<String>>,
     policies: BTreeMap<String, Arc<Policy>>,
+    /// Policy keys by scope, so a connection looks only at the policies that can apply.
+    global_policies: BTreeSet<String>,
+    namespace_policies: HashMap<String, BTreeSet<String>>,
 }
 
 /// A waypoint chosen for a connection: the waypoint pod and its HBONE address.
@@ -114,11 +117,35 @@ impl ProxyState {
     }
 
     pub fn upsert_policy(&mut self, p: Policy) {
-        self.policies.insert(p.key(), Arc::new(p));
+        let key = p.key();
+        self.remove_policy(&key);
+        match p.scope {
+            policy::Scope::Global => {
+                self.global_policies.insert(key.clone());
+            }
+            policy::Scope::Namespace => {
+                self.namespace_policies
+                    .entry(p.namespace.clone())
+                    .or_default()
+                    .insert(key.clone());
+            }
+            policy::Scope::WorkloadSelector => {}
+        }
+        self.policies.insert(key, Arc::new(p));
     }
 
     pub fn remove_policy(&mut self, key: &str) -> bool {
-        self.policies.remove(key).is_some()
+        let Some(old) = self.policies.remove(key) else {
+            return false;
+        };
+        self.global_policies.remove(key);
+        if let Some(set) = self.namespace_policies.get_mut(&old.namespace) {
+            set.remove(key);
+            if set.is_empty() {
+                self.namespace_policies.remove(&old.namespace);
+            }
+        }
+        true
     }
 
     pub fn workload(&self, uid: &str) -> Option<Arc<Workload>> {
@@ -295,8 +322,24 @@ impl ProxyState {
         self.service_by_vip.contains_key(&ip)
     }
 
+    /// L4 authorization of one connection to `dst`: global, namespace and selector policies.
     pub fn authorize(&self, dst: &Workload, conn: &Connection<'_>) -> Decision {
-        policy::evaluate(self.policies.values().map(|p| p.as_ref()), dst, conn)
+        let keys = self
+            .global_policies
+            .iter()
+            .chain(
+                self.namespace_policies
+                    .get(&dst.namespace)
+                    .into_iter()
+                    .flatten(),
+            )
+            .chain(dst.authorization_policies.iter());
+        policy::evaluate(
+            keys.filter_map(|k| self.policies.get(k))
+                .map(|p| p.as_ref()),
+            dst,
+            conn,
+        )
     }
 
     /// Serializable view for the admin `config_dump`.

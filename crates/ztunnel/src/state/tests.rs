@@ -116,3 +116,105 @@ fn malformed_resources_are_rejected_with_reason() {
     let err = Workload::from_proto(pb::Workload::default(), "cluster.local").unwrap_err();
     assert!(err.to_string().contains("no uid"), "{err}");
 }
+
+#[test]
+fn service_waypoint_routes_and_guards_its_endpoints() {
+    let mut st = state_with_service();
+    // The waypoint: a service with one endpoint pod.
+    st.upsert_service(
+        Service::from_proto(pb::Service {
+            name: "waypoint".into(),
+            namespace: "app".into(),
+            hostname: "waypoint.app.svc.cluster.local".into(),
+            addresses: vec![pb::NetworkAddress {
+                network: String::new(),
+                address: vec![10, 96, 0, 99],
+            }],
+            ports: vec![pb::Port {
+                service_port: 15008,
+                target_port: 15008,
+            }],
+            ..Default::default()
+        })
+        .unwrap(),
+    );
+    let mut wp = pb_workload(
+        "wp",
+        [10, 3, 0, 9],
+        Some(("app/waypoint.app.svc.cluster.local", 15008, 15008)),
+    );
+    wp.service_account = "waypoint".into();
+    st.upsert_workload(Workload::from_proto(wp, "cluster.local").unwrap());
+    let vip: SocketAddr = "10.96.0.10:80".parse().unwrap();
+    let up = st.resolve(vip, |_| 0).unwrap();
+    assert!(
+        st.waypoint_for(&up, |_| 0).is_none(),
+        "no waypoint bound yet"
+    );
+    assert!(st.waypoint_identities(&up.workload).is_empty());
+
+    // Bind the echo service to the waypoint.
+    let mut echo = (*st.service_by_vip("10.96.0.10".parse().unwrap()).unwrap()).clone();
+    echo.waypoint = Some(crate::state::Waypoint::Service {
+        namespace: "app".into(),
+        hostname: "waypoint.app.svc.cluster.local".into(),
+        port: 15008,
+    });
+    st.upsert_service(echo);
+    let up = st.resolve(vip, |_| 0).unwrap();
+    let target = st.waypoint_for(&up, |_| 0).unwrap().unwrap();
+    assert_eq!(target.addr.to_string(), "10.3.0.9:15008");
+    assert_eq!(
+        target.workload.identity.to_string(),
+        "spiffe://cluster.local/ns/app/sa/waypoint"
+    );
+    let ids: Vec<String> = st
+        .waypoint_identities(&up.workload)
+        .iter()
+        .map(|i| i.to_string())
+        .collect();
+    assert_eq!(
+        ids,
+        vec!["spiffe://cluster.local/ns/app/sa/waypoint".to_string()]
+    );
+
+    // A waypoint with no endpoint fails closed.
+    st.remove_workload("wp");
+    let err = st.waypoint_for(&up, |_| 0).unwrap().unwrap_err();
+    assert!(err.contains("no ready endpoint"), "{err}");
+}
+
+#[test]
+fn authorize_uses_only_policies_that_apply_and_forgets_removed_ones() {
+    use mesh_proto::proto::security as sec;
+    let deny_all = |name: &str, ns: &str, scope: sec::Scope| {
+        Policy::from_proto(sec::Authorization {
+            name: name.into(),
+            namespace: ns.into(),
+            scope: scope as i32,
+            action: sec::Action::Deny as i32,
+            groups: vec![sec::Group { rules: vec![] }],
+            dry_run: false,
+        })
+        .unwrap()
+    };
+    let mut st = state_with_service();
+    let dst = st.workload("a").unwrap();
+    let conn = Connection {
+        src_ip: "10.9.0.1".parse().unwrap(),
+        src_identity: None,
+        dst_ip: dst.ips[0],
+        dst_port: 9090,
+    };
+    st.upsert_policy(deny_all("elsewhere", "other", sec::Scope::Namespace));
+    st.upsert_policy(deny_all("picky", "app", sec::Scope::WorkloadSelector));
+    assert_eq!(st.authorize(&dst, &conn), Decision::Allow);
+    st.upsert_policy(deny_all("here", "app", sec::Scope::Namespace));
+    assert!(matches!(st.authorize(&dst, &conn), Decision::Deny(r) if r.contains("app/here")));
+    assert!(st.remove_policy("app/here"));
+    assert_eq!(st.authorize(&dst, &conn), Decision::Allow);
+    st.upsert_policy(deny_all("mesh-wide", "istio-system", sec::Scope::Global));
+    assert!(
+        matches!(st.authorize(&dst, &conn), Decision::Deny(r) if r.contains("istio-system/mesh-wide"))
+    );
+}

@@ -40,7 +40,7 @@ impl Cluster {
             tokens.push((n.name.clone(), token));
         }
         let f = &self.istiod_files;
-        std::fs::write(&f.tokens_file, components::node_tokens_yaml(&tokens))
+        std::fs::write(&f.tokens_file, components::node_tokens_file(&tokens))
             .map_err(HarnessError::io("writing the node tokens file"))?;
         std::fs::create_dir_all(&f.ca_dir).map_err(HarnessError::io("creating the CA dir"))?;
         self.start_istiod()?;

@@ -228,7 +228,7 @@ impl ClusterBuilder {
         let istiod_files = IstiodFiles {
             config_dir: config.path().to_path_buf(),
             ca_dir: istiod_dir.join("ca"),
-            tokens_file: istiod_dir.join("node-tokens.yaml"),
+            tokens_file: istiod_dir.join("node-tokens"),
             log: istiod_dir.join("istiod.log"),
         };
         let cluster = Cluster {

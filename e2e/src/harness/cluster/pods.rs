@@ -234,7 +234,12 @@ impl Cluster {
         sandbox: &mut SandboxRef,
         netns_name: &str,
     ) -> Result<Attachment, HarnessError> {
-        let deadline = Instant::now() + ADD_RETRY_WINDOW;
+        let window = if self.mesh {
+            ADD_RETRY_WINDOW
+        } else {
+            Duration::ZERO
+        };
+        let deadline = Instant::now() + window;
         let mut backoff = Duration::from_millis(500);
         let mut attempt = 1;
         loop {
