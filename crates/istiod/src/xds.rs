@@ -122,11 +122,13 @@ impl Projector {
         model
     }
 
-    /// Projects the current snapshot, then every change, coalescing bursts per `debounce`.
-    /// Returns when the source goes away.
+    /// Projects the current snapshot (unless it was just projected), then every change,
+    /// coalescing bursts per `debounce`. Returns when the source goes away.
     pub async fn run(self, mut rx: watch::Receiver<Arc<Snapshot>>, debounce: Debounce) {
         let snap = rx.borrow_and_update().clone();
-        self.project(&snap);
+        if !self.status.is_ready() || self.status.projected().generation != snap.generation {
+            self.project(&snap);
+        }
         while rx.changed().await.is_ok() {
             let deadline = tokio::time::Instant::now() + debounce.max;
             loop {

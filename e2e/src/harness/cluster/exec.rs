@@ -256,9 +256,10 @@ impl Cluster {
         Ok(ports)
     }
 
-    /// The packet-filtering rules inside the pod's netns (iptables-save, ip6tables-save,
-    /// iptables-legacy-save and nft, whichever exist), comments and counters removed, so two
-    /// snapshots compare.
+    /// The packet-filtering rules inside the pod's netns: rules and user-defined chains from
+    /// iptables-save, ip6tables-save, iptables-legacy-save and `nft list ruleset` (whichever
+    /// exist). Tables and empty built-in chains are structure, not rules, and are left out, as
+    /// are counters, so two snapshots compare.
     pub fn netns_rules(&self, pod: &Pod) -> Result<Vec<String>, HarnessError> {
         let mut lines = Vec::new();
         let tools: [(&str, &[&str]); 4] = [
@@ -272,24 +273,66 @@ impl Cluster {
                 continue;
             }
             let out = cmd::run_ok(&mut cmd::in_netns(&pod.netns, tool, args))?;
+            let keep: fn(&str) -> bool = if tool == "nft" {
+                is_nft_rule
+            } else {
+                is_iptables_rule
+            };
             lines.extend(
                 out.stdout
                     .lines()
                     .map(str::trim)
-                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                    .map(|l| format!("{tool}: {}", strip_counters(l))),
+                    .filter(|l| keep(l))
+                    .map(|l| format!("{tool}: {}", without_counters(l))),
             );
         }
         Ok(lines)
     }
 }
 
-/// Removes iptables-save chain counters (`[12:345]`) so snapshots compare.
-fn strip_counters(line: &str) -> String {
-    match (line.rfind('['), line.ends_with(']')) {
-        (Some(i), true) if line.starts_with(':') => line[..i].trim_end().to_string(),
-        _ => line.to_string(),
+/// Drops `packets N` / `bytes N` (nft counters) so snapshots compare.
+fn without_counters(line: &str) -> String {
+    let mut out = Vec::new();
+    let mut words = line.split_whitespace();
+    while let Some(w) = words.next() {
+        if w == "packets" || w == "bytes" {
+            words.next();
+        } else {
+            out.push(w);
+        }
     }
+    out.join(" ")
+}
+
+const BUILTIN_CHAINS: &[&str] = &["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"];
+
+/// `-A ...` rules and user-defined chain declarations of an iptables-save output.
+fn is_iptables_rule(line: &str) -> bool {
+    if line.starts_with("-A ") || line.starts_with("-I ") {
+        return true;
+    }
+    match line.strip_prefix(':') {
+        Some(decl) => {
+            let name = decl.split_whitespace().next().unwrap_or_default();
+            !BUILTIN_CHAINS.contains(&name)
+        }
+        None => false,
+    }
+}
+
+/// Lines of `nft list ruleset` other than tables, built-in chain headers, hooks and braces.
+fn is_nft_rule(line: &str) -> bool {
+    if line.is_empty() || line == "}" || line.starts_with('#') || line.starts_with("table ") {
+        return false;
+    }
+    if line.starts_with("type ") && line.contains(" hook ") {
+        return false;
+    }
+    if let Some(rest) = line.strip_prefix("chain ") {
+        let name = rest.trim_end_matches('{').trim();
+        return !BUILTIN_CHAINS.contains(&name);
+    }
+    true
 }
 
 #[cfg(test)]
@@ -297,14 +340,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn counters_are_stripped_from_chain_lines_only() {
+    fn only_rules_and_custom_chains_count() {
+        let save = "# Generated\n*nat\n:PREROUTING ACCEPT [3:180]\n:OUTPUT ACCEPT [0:0]\n:ISTIO_OUTPUT - [0:0]\n-A OUTPUT -j ISTIO_OUTPUT\nCOMMIT\n";
+        let kept: Vec<&str> = save.lines().filter(|l| is_iptables_rule(l)).collect();
         assert_eq!(
-            strip_counters(":PREROUTING ACCEPT [3:180]"),
-            ":PREROUTING ACCEPT"
+            kept,
+            vec![":ISTIO_OUTPUT - [0:0]", "-A OUTPUT -j ISTIO_OUTPUT"]
         );
+        let empty = "*nat\n:PREROUTING ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n";
+        assert!(empty.lines().all(|l| !is_iptables_rule(l)));
+        let nft = "table ip nat {\n\tchain PREROUTING {\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n\t}\n\tchain ISTIO_PRERT {\n\t\tmeta mark 0x539 counter packets 0 bytes 0 accept\n\t}\n}\n";
+        let kept: Vec<&str> = nft
+            .lines()
+            .map(str::trim)
+            .filter(|l| is_nft_rule(l))
+            .collect();
         assert_eq!(
-            strip_counters("-A X -m set --match-set s[1] src"),
-            "-A X -m set --match-set s[1] src"
+            kept,
+            vec![
+                "chain ISTIO_PRERT {",
+                "meta mark 0x539 counter packets 0 bytes 0 accept"
+            ]
         );
     }
 }
