@@ -14,6 +14,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let fds = protox::compile(files, ["proto"])?;
     tonic_prost_build::configure()
+        // Ordered maps encode deterministically, so equal resources get equal bytes (and
+        // versions) however they were built.
+        .btree_map(".istio.workload")
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;

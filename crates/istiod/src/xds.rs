@@ -13,7 +13,6 @@ use mesh_proto::proto::type_url;
 use mesh_proto::proto::workload::{Address, Service, Workload, address};
 use mesh_proto::xds::ResourceStore;
 use prost::Message;
-use prost::encoding::{WireType, encode_key, encode_varint};
 use prost_types::Any;
 use tokio::sync::watch;
 
@@ -153,27 +152,13 @@ fn any(type_url: &str, value: Vec<u8>) -> Any {
     }
 }
 
-/// An `Address` holding a workload. The `services` map is encoded in key order so that equal
-/// workloads always have equal bytes (the generated map type iterates in random order):
-/// concatenated protobuf encodings merge, so the map entries are appended one at a time.
+/// An `Address` holding a workload. Generated maps are ordered (`BTreeMap`), so equal
+/// workloads always encode to equal bytes.
 pub fn workload_any(w: &Workload) -> Any {
-    let mut base = w.clone();
-    base.services.clear();
-    let mut inner = base.encode_to_vec();
-    let mut entries: Vec<_> = w.services.iter().collect();
-    entries.sort_by(|a, b| a.0.cmp(b.0));
-    for (name, ports) in entries {
-        let one = Workload {
-            services: [(name.clone(), ports.clone())].into_iter().collect(),
-            ..Default::default()
-        };
-        one.encode(&mut inner).expect("a Vec grows as needed");
-    }
-    let mut out = Vec::with_capacity(inner.len() + 8);
-    encode_key(1, WireType::LengthDelimited, &mut out);
-    encode_varint(inner.len() as u64, &mut out);
-    out.extend_from_slice(&inner);
-    any(type_url::ADDRESS, out)
+    let addr = Address {
+        r#type: Some(address::Type::Workload(w.clone())),
+    };
+    any(type_url::ADDRESS, addr.encode_to_vec())
 }
 
 /// An `Address` holding a service.

@@ -24,7 +24,9 @@ impl Narrator {
 
     /// What the demo is doing now.
     pub fn doing(&self, text: &str) {
-        println!("  -> {text}");
+        for (i, line) in text.lines().enumerate() {
+            println!("  {} {line}", if i == 0 { "->" } else { "  " });
+        }
         flush();
     }
 

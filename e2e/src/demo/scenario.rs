@@ -192,12 +192,12 @@ fn steps(n: &mut Narrator, c: &Cluster, step: &str) -> Result<(), DemoError> {
     ));
 
     let step = n.step("The same pods, now over HBONE mutual TLS");
-    let cap = start_capture(n, c, &step, "mtls")?;
-    n.doing("client connects again until the server's ztunnel counts a mutual-TLS connection");
+    n.doing("client connects until the server's ztunnel counts a mutual-TLS connection (config reaches both ztunnels)");
     let evidence = h(
         &step,
         c.wait_mtls(&client, &server, TCP_PORT, "hello over the mesh", WAIT),
     )?;
+    let cap = start_capture(n, c, &step, "mtls")?;
     let secret = format!("demo-secret-mtls-{}", c.id());
     n.doing(&format!("client sends {secret:?}"));
     let reply = h(&step, c.echo_tcp(&client, server.addr(TCP_PORT), &secret))?;

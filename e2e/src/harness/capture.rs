@@ -245,8 +245,9 @@ impl Captured {
                     .collect::<Vec<_>>()
                     .join(" ");
                 format!(
-                    "  {k}: {} packets, {} payload bytes{}{}",
+                    "  {k}: {} packets{}, {} payload bytes{}{}",
                     f.packets,
+                    if f.syn { " (from SYN)" } else { "" },
                     f.payload.len(),
                     if head.is_empty() { "" } else { ", starts " },
                     head

@@ -127,6 +127,9 @@ impl std::fmt::Display for FlowKey {
 pub struct Flow {
     pub packets: usize,
     pub payload: Vec<u8>,
+    /// Whether the connection's opening (SYN) was captured, i.e. the payload starts at the
+    /// beginning of the stream.
+    pub syn: bool,
 }
 
 /// Groups packets by direction and concatenates their payloads (retransmissions included, which
@@ -143,6 +146,7 @@ pub fn flows(packets: &[TcpPacket]) -> BTreeMap<FlowKey, Flow> {
             })
             .or_default();
         f.packets += 1;
+        f.syn |= p.flags & TCP_SYN != 0;
         f.payload.extend_from_slice(&p.payload);
     }
     map

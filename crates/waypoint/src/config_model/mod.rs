@@ -187,6 +187,7 @@ impl BoundService {
 pub struct WaypointConfig {
     pub name: String,
     pub namespace: String,
+    #[serde(serialize_with = "ser_services")]
     pub services: Vec<Arc<BoundService>>,
     pub policies: Vec<Policy>,
     #[serde(skip)]
@@ -251,6 +252,10 @@ impl WaypointConfig {
     pub fn service(&self, key: &str) -> Option<&Arc<BoundService>> {
         self.by_key.get(key).map(|i| &self.services[*i])
     }
+}
+
+fn ser_services<S: serde::Serializer>(v: &[Arc<BoundService>], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(|b| b.as_ref()))
 }
 
 pub(crate) fn ser_display<S: serde::Serializer, T: std::fmt::Display>(
