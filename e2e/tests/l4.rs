@@ -265,10 +265,9 @@ fn data_plane_keeps_working_while_istiod_is_down() -> anyhow::Result<()> {
                     match c.echo_tcp(&cl, srv.addr(TCP_PORT), "background") {
                         Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
                         Err(e) => {
-                            first_failure
-                                .lock()
-                                .map(|mut f| f.get_or_insert(e.to_string()).clone())
-                                .ok();
+                            if let Ok(mut first) = first_failure.lock() {
+                                first.get_or_insert(e.to_string());
+                            }
                             failed.fetch_add(1, Ordering::Relaxed)
                         }
                     };

@@ -25,6 +25,7 @@ use crate::inpod::zds::ZdsLoop;
 use crate::metrics::Metrics;
 use crate::proxy::ProxyInputs;
 use crate::state::ProxyState;
+use crate::state::local::LocalConfig;
 use crate::state::xds::StateUpdater;
 
 pub fn main(args: Args) -> anyhow::Result<()> {
@@ -53,13 +54,30 @@ pub async fn run(config: Config, log: Option<LogHandle>, log_level: String) -> a
         .transpose()?;
     let token = config.token()?;
 
-    let ca_channel = control::channel(&config.ca_address, control_tls.clone())?;
-    let certs = CertificateManager::new(
-        Arc::new(GrpcCaClient::new(ca_channel, token.clone())),
-        roots,
-    );
+    let certs = match &config.local_ca_dir {
+        Some(dir) => {
+            let ca = Arc::new(identity::CertificateAuthority::load_or_create(
+                dir,
+                &config.trust_domain,
+            )?);
+            let local = identity::manager::LocalCa::new(ca, Duration::from_secs(24 * 3600));
+            let roots = local.roots_pem();
+            CertificateManager::new(Arc::new(local), roots)
+        }
+        None => {
+            let ca_channel = control::channel(&config.ca_address, control_tls.clone())?;
+            CertificateManager::new(
+                Arc::new(GrpcCaClient::new(ca_channel, token.clone())),
+                roots,
+            )
+        }
+    };
 
-    let state = Arc::new(RwLock::new(ProxyState::default()));
+    let mut initial = ProxyState::default();
+    if let Some(path) = &config.local_config {
+        LocalConfig::load(path)?.apply(&mut initial, &config.trust_domain)?;
+    }
+    let state = Arc::new(RwLock::new(initial));
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let registry = Arc::new(registry);
@@ -106,9 +124,14 @@ pub async fn run(config: Config, log: Option<LogHandle>, log_level: String) -> a
         config.trust_domain.clone(),
         xds_synced.clone(),
     );
-    let xds = XdsClient::new(xds_cfg, Arc::new(updater));
-    let c = cancel.clone();
-    tasks.spawn(async move { xds.run(c.cancelled_owned()).await });
+    if config.local_config.is_some() {
+        tracing::info!("static local mode: no xDS");
+        xds_synced.store(true, std::sync::atomic::Ordering::Release);
+    } else {
+        let xds = XdsClient::new(xds_cfg, Arc::new(updater));
+        let c = cancel.clone();
+        tasks.spawn(async move { xds.run(c.cancelled_owned()).await });
+    }
 
     // ZDS: pods from the node agent.
     let zds = ZdsLoop {

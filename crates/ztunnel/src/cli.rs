@@ -51,6 +51,12 @@ pub struct Args {
     /// Readiness endpoint (`/healthz/ready`).
     #[arg(long, env = "READINESS_ADDRESS", default_value = "0.0.0.0:15021")]
     pub readiness_address: SocketAddr,
+    /// Static local mode: read workloads and services from this YAML file instead of xDS.
+    #[arg(long, env = "LOCAL_CONFIG")]
+    pub local_config: Option<PathBuf>,
+    /// Sign workload certificates with a local CA kept in this directory instead of istiod's.
+    #[arg(long, env = "LOCAL_CA_DIR")]
+    pub local_ca_dir: Option<PathBuf>,
     /// HTTP/2 streams per pooled HBONE connection.
     #[arg(long, env = "POOL_MAX_STREAMS", default_value_t = 100)]
     pub pool_max_streams: u32,

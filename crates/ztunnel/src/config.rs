@@ -37,6 +37,8 @@ pub struct Config {
     pub metrics_address: SocketAddr,
     pub readiness_address: SocketAddr,
     pub pool_max_streams: u32,
+    pub local_config: Option<PathBuf>,
+    pub local_ca_dir: Option<PathBuf>,
 }
 
 fn ser_display<S: serde::Serializer>(v: &Identity, s: S) -> Result<S::Ok, S::Error> {
@@ -49,8 +51,10 @@ impl Config {
             .ca_address
             .clone()
             .unwrap_or_else(|| a.xds_address.clone());
-        for addr in [&a.xds_address, &ca_address] {
-            if addr.starts_with("https://") && a.ca_root_file.is_none() {
+        let uses_xds = a.local_config.is_none();
+        let uses_ca = a.local_ca_dir.is_none();
+        for (addr, used) in [(&a.xds_address, uses_xds), (&ca_address, uses_ca)] {
+            if used && addr.starts_with("https://") && a.ca_root_file.is_none() {
                 return Err(ConfigError::MissingRoot(addr.clone()));
             }
         }
@@ -70,6 +74,8 @@ impl Config {
             metrics_address: a.metrics_address,
             readiness_address: a.readiness_address,
             pool_max_streams: a.pool_max_streams,
+            local_config: a.local_config.clone(),
+            local_ca_dir: a.local_ca_dir.clone(),
         })
     }
 

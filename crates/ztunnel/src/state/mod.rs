@@ -1,6 +1,7 @@
 //! What ztunnel knows of the mesh: workloads, services and L4 policies, indexed for the data
 //! path, fed by xDS (or a static file) and read on every connection.
 
+pub mod local;
 pub mod policy;
 pub mod service;
 pub mod workload;
