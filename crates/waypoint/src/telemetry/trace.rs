@@ -248,6 +248,15 @@ impl Tracer {
         }
     }
 
+    /// Exports the spans ended so far; blocks until done (call off the async threads).
+    pub fn flush(&self) {
+        if let Some((provider, _)) = &self.otel
+            && let Err(e) = provider.force_flush()
+        {
+            tracing::debug!(error = %e, "trace exporter flush");
+        }
+    }
+
     /// Flushes and stops the exporter.
     pub fn shutdown(&self) {
         if let Some((provider, _)) = &self.otel
