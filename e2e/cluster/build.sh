@@ -3,14 +3,14 @@
 # keyed by version. A warm machine skips every binary whose file exists and whose stamp
 # matches; a cold one builds it (about an hour on 2 cores, almost all of it Kubernetes).
 #
-#   e2e/cluster/build.sh [COMPONENT...]   build (and verify) k8s etcd containerd helm fortio
+#   e2e/cluster/build.sh [COMPONENT...]   build (and verify) k8s etcd containerd crictl helm fortio
 #   e2e/cluster/build.sh --print-env      print the bin dirs as shell assignments, build nothing
 #                                         (eval "$(e2e/cluster/build.sh --print-env)")
 #
 # Versions come from versions.env beside this file. Layout under ${MESH_CACHE}:
 #   k8s/<v>/bin/{kube-apiserver,kube-controller-manager,kube-scheduler,kubelet,kube-proxy,kubectl}
 #   etcd/<v>/bin/etcd     containerd/<v>/bin/{containerd,containerd-shim-runc-v2,ctr}
-#   helm/<v>/bin/helm     fortio/<v>/bin/fortio
+#   helm/<v>/bin/helm     fortio/<v>/bin/fortio     crictl/<v>/bin/crictl
 #   <component>/<v>/stamps/<binary>   what the binary was built from (compared on each run)
 #   <component>/<v>/build-info.txt    versions, Go, build times
 #   wrappers/<component>-<v>/         the generated wrapper module (go.mod.in, go.mod, go.sum)
@@ -26,7 +26,7 @@ VERSIONS_FILE=${VERSIONS_FILE:-$SCRIPT_DIR/versions.env}
 MESH_CACHE=${MESH_CACHE:-/var/cache/ambient-mesh}
 # Bump when the build recipe (flags, tags, layout) changes: every stamp then mismatches.
 RECIPE=1
-ALL_COMPONENTS=(etcd containerd helm fortio k8s)
+ALL_COMPONENTS=(etcd containerd crictl helm fortio k8s)
 
 STEP="startup"
 log() { printf '[cluster-build %(%H:%M:%S)T] %s\n' -1 "$*"; }
@@ -49,7 +49,7 @@ usage() { sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 [[ -r $VERSIONS_FILE ]] || die "cannot read $VERSIONS_FILE"
 # shellcheck source=versions.env
 source "$VERSIONS_FILE"
-for v in K8S_VERSION K8S_BINARIES ETCD_VERSION CONTAINERD_VERSION HELM_VERSION FORTIO_VERSION; do
+for v in K8S_VERSION K8S_BINARIES ETCD_VERSION CONTAINERD_VERSION CRICTL_VERSION HELM_VERSION FORTIO_VERSION; do
 	[[ -n ${!v:-} ]] || die "$v is not set in $VERSIONS_FILE"
 done
 [[ $K8S_VERSION =~ ^v1\.([0-9]+)\.([0-9]+)$ ]] || die "K8S_VERSION=$K8S_VERSION is not v1.MINOR.PATCH"
@@ -62,6 +62,7 @@ ETCD_DIR=$MESH_CACHE/etcd/$ETCD_VERSION
 CONTAINERD_DIR=$MESH_CACHE/containerd/$CONTAINERD_VERSION
 HELM_DIR=$MESH_CACHE/helm/$HELM_VERSION
 FORTIO_DIR=$MESH_CACHE/fortio/$FORTIO_VERSION
+CRICTL_DIR=$MESH_CACHE/crictl/$CRICTL_VERSION
 
 print_env() {
 	cat <<EOF
@@ -70,7 +71,8 @@ ETCD_BIN_DIR=$ETCD_DIR/bin
 CONTAINERD_BIN_DIR=$CONTAINERD_DIR/bin
 HELM_BIN_DIR=$HELM_DIR/bin
 FORTIO_BIN_DIR=$FORTIO_DIR/bin
-CLUSTER_BIN_PATH=$K8S_DIR/bin:$ETCD_DIR/bin:$CONTAINERD_DIR/bin:$HELM_DIR/bin:$FORTIO_DIR/bin
+CRICTL_BIN_DIR=$CRICTL_DIR/bin
+CLUSTER_BIN_PATH=$K8S_DIR/bin:$ETCD_DIR/bin:$CONTAINERD_DIR/bin:$CRICTL_DIR/bin:$HELM_DIR/bin:$FORTIO_DIR/bin
 EOF
 }
 
@@ -79,7 +81,7 @@ while (($#)); do
 	case $1 in
 	-h | --help) usage; exit 0 ;;
 	--print-env) print_env; exit 0 ;;
-	k8s | etcd | containerd | helm | fortio) components+=("$1") ;;
+	k8s | etcd | containerd | crictl | helm | fortio) components+=("$1") ;;
 	*) die "unknown argument '$1' (components: ${ALL_COMPONENTS[*]}; or --print-env)" ;;
 	esac
 	shift
@@ -303,6 +305,18 @@ build_containerd() {
 	verify "containerd $m $CONTAINERD_VERSION" "$CONTAINERD_DIR/bin/containerd" --version
 	verify "$CONTAINERD_VERSION" "$CONTAINERD_DIR/bin/containerd-shim-runc-v2" -v
 	verify "ctr $m $CONTAINERD_VERSION" "$CONTAINERD_DIR/bin/ctr" --version
+}
+
+build_crictl() {
+	BUILD_INFO_TIMES=()
+	local m=sigs.k8s.io/cri-tools
+	log "== crictl $CRICTL_VERSION -> $CRICTL_DIR/bin"
+	# crictl talks CRI to containerd: e2e/cluster/down.sh uses it to stop and remove pod
+	# sandboxes (so the CNI DEL runs) before it stops containerd.
+	gen_wrapper crictl "$m" "$CRICTL_VERSION" plain "$m/cmd/crictl"
+	build_bin crictl "$CRICTL_DIR" crictl "$m/cmd/crictl" "" "-s -w -X $m/pkg/version.Version=$CRICTL_VERSION"
+	write_build_info "$CRICTL_DIR" "crictl=$CRICTL_VERSION"
+	verify "${CRICTL_VERSION}" "$CRICTL_DIR/bin/crictl" --version
 }
 
 build_helm() {

@@ -15,6 +15,8 @@ pub const USE_WAYPOINT: &str = "istio.io/use-waypoint";
 pub const USE_WAYPOINT_NAMESPACE: &str = "istio.io/use-waypoint-namespace";
 /// Gateway label: which traffic a waypoint handles (`service`, `workload`, `all`, `none`).
 pub const WAYPOINT_FOR: &str = "istio.io/waypoint-for";
+/// Label on Gateway proxy pods (waypoints included) naming their Gateway.
+pub const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
 /// Pod annotation the CNI agent sets once the pod's traffic is redirected.
 pub const REDIRECTION_ANNOTATION: &str = "ambient.istio.io/redirection";
 /// Value of [`REDIRECTION_ANNOTATION`] on redirected pods.
@@ -30,9 +32,11 @@ pub fn namespace_enrolled(ns: &Namespace) -> bool {
 }
 
 /// Pod enrolled in ambient: pod label `istio.io/dataplane-mode=none` opts out, `=ambient` opts
-/// in, otherwise the namespace label decides. Host-network pods are never enrolled.
+/// in, otherwise the namespace label decides. Host-network pods are never enrolled, and neither
+/// are Gateway proxy pods ([`pod_gateway_name`]): waypoints speak HBONE themselves and must never
+/// have their own traffic redirected, whatever their labels say.
 pub fn pod_enrolled(pod: &Pod, ns: Option<&Namespace>) -> bool {
-    if pod_host_network(pod) {
+    if pod_host_network(pod) || pod_gateway_name(pod).is_some() {
         return false;
     }
     match label(&pod.metadata, DATAPLANE_MODE) {
@@ -40,6 +44,11 @@ pub fn pod_enrolled(pod: &Pod, ns: Option<&Namespace>) -> bool {
         Some(DATAPLANE_MODE_AMBIENT) => true,
         _ => ns.is_some_and(namespace_enrolled),
     }
+}
+
+/// The Gateway a proxy pod serves (label [`GATEWAY_NAME_LABEL`]); `None` for other pods.
+pub fn pod_gateway_name(pod: &Pod) -> Option<&str> {
+    label(&pod.metadata, GATEWAY_NAME_LABEL).filter(|name| !name.is_empty())
 }
 
 /// Whether the pod shares its node's network namespace.
@@ -86,6 +95,11 @@ pub fn use_waypoint(meta: &ObjectMeta) -> Option<Option<&str>> {
         "none" => Some(None),
         name => Some(Some(name)),
     }
+}
+
+/// The namespace of the waypoint an object names through [`USE_WAYPOINT_NAMESPACE`], if set.
+pub fn use_waypoint_namespace(meta: &ObjectMeta) -> Option<&str> {
+    label(meta, USE_WAYPOINT_NAMESPACE).filter(|ns| !ns.is_empty())
 }
 
 #[cfg(test)]
@@ -154,6 +168,20 @@ mod tests {
     }
 
     #[test]
+    fn gateway_proxy_pods_are_never_enrolled() {
+        let ambient = ns(&[(DATAPLANE_MODE, "ambient")]);
+        let wp = pod(&[(GATEWAY_NAME_LABEL, "waypoint")]);
+        assert_eq!(pod_gateway_name(&wp), Some("waypoint"));
+        assert!(!pod_enrolled(&wp, Some(&ambient)));
+        let explicit = pod(&[
+            (GATEWAY_NAME_LABEL, "waypoint"),
+            (DATAPLANE_MODE, "ambient"),
+        ]);
+        assert!(!pod_enrolled(&explicit, Some(&ambient)));
+        assert_eq!(pod_gateway_name(&pod(&[(GATEWAY_NAME_LABEL, "")])), None);
+    }
+
+    #[test]
     fn uid_falls_back_to_namespace_and_name() {
         let mut p = pod(&[]);
         assert_eq!(pod_uid(&p), "demo/x");
@@ -179,6 +207,11 @@ mod tests {
         assert_eq!(
             use_waypoint(&meta(&[(USE_WAYPOINT, "wp")])),
             Some(Some("wp"))
+        );
+        assert_eq!(use_waypoint_namespace(&meta(&[])), None);
+        assert_eq!(
+            use_waypoint_namespace(&meta(&[(USE_WAYPOINT_NAMESPACE, "infra")])),
+            Some("infra")
         );
     }
 }

@@ -13,8 +13,9 @@ pub mod source;
 
 pub use dir::{ConfigError, DirSource};
 pub use enrol::{
-    DATAPLANE_MODE, REDIRECTION_ANNOTATION, USE_WAYPOINT, WAYPOINT_FOR, namespace_enrolled,
-    pod_enrolled, pod_host_network, pod_service_account, pod_uid, use_waypoint,
+    DATAPLANE_MODE, GATEWAY_NAME_LABEL, REDIRECTION_ANNOTATION, USE_WAYPOINT,
+    USE_WAYPOINT_NAMESPACE, WAYPOINT_FOR, namespace_enrolled, pod_enrolled, pod_gateway_name,
+    pod_host_network, pod_service_account, pod_uid, use_waypoint, use_waypoint_namespace,
 };
 pub use k8s_openapi;
 pub use objects::{Object, ObjectKey};

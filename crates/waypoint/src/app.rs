@@ -135,7 +135,9 @@ pub async fn run(config: Config, log: Option<LogHandle>, log_level: String) -> a
         log_level: Mutex::new(log_level),
     });
     let l = TcpListener::bind(config.admin_address).await?;
-    tasks.spawn(ztunnel::admin::serve(l, cancel.clone(), move |r| admin.handle(r)));
+    tasks.spawn(ztunnel::admin::serve(l, cancel.clone(), move |r| {
+        admin.handle(r)
+    }));
     let l = TcpListener::bind(config.metrics_address).await?;
     tasks.spawn(ztunnel::admin::serve(
         l,
@@ -159,7 +161,10 @@ pub async fn run(config: Config, log: Option<LogHandle>, log_level: String) -> a
         drained.await;
         tasks.wait().await;
     };
-    if tokio::time::timeout(Duration::from_secs(10), all).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(10), all)
+        .await
+        .is_err()
+    {
         tracing::warn!("drain timed out; exiting anyway");
     }
     tracer.shutdown();

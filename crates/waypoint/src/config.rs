@@ -127,3 +127,44 @@ fn read_opt(path: Option<&PathBuf>, what: &'static str) -> Result<Option<String>
             source,
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn parse(extra: &[&str]) -> Args {
+        let base = [
+            "waypoint",
+            "--name",
+            "waypoint",
+            "--namespace",
+            "bookinfo",
+            "--service-account",
+            "waypoint",
+        ];
+        Args::try_parse_from(base.iter().chain(extra)).expect("flags")
+    }
+
+    #[test]
+    fn identity_resource_and_defaults() {
+        let cfg =
+            Config::from_args(&parse(&["--xds-address", "http://istiod:15010"])).expect("config");
+        assert_eq!(
+            cfg.identity().uri(),
+            "spiffe://cluster.local/ns/bookinfo/sa/waypoint"
+        );
+        assert_eq!(cfg.resource_name(), "bookinfo/waypoint");
+        assert_eq!(cfg.listen.to_string(), "0.0.0.0:15008");
+        assert_eq!(cfg.admin_address.to_string(), "127.0.0.1:15000");
+        assert_eq!(cfg.ca_address, "http://istiod:15010");
+        assert_eq!(cfg.hbone_port, 15008);
+    }
+
+    #[test]
+    fn https_needs_the_root() {
+        let err = Config::from_args(&parse(&[])).expect_err("default xds is https");
+        assert!(err.to_string().contains("no --ca-root-file"), "{err}");
+    }
+}

@@ -71,7 +71,7 @@ impl Discovery {
                 "waypoint configuration applied"
             );
             self.waypoint.store(Some(Arc::new(cfg)));
-        } else if removed.iter().any(|n| *n == self.resource_name) {
+        } else if removed.contains(&self.resource_name) {
             tracing::warn!(resource = %self.resource_name, "waypoint configuration removed; refusing traffic");
             self.waypoint.store(None);
         }

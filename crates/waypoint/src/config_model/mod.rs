@@ -117,7 +117,10 @@ impl BoundService {
     fn from_proto(s: pb::BoundService) -> Result<Self, ModelError> {
         let ctx = format!("service {}", s.key);
         if s.hostname.is_empty() || s.namespace.is_empty() {
-            return Err(ModelError::invalid(&ctx, "hostname and namespace are required"));
+            return Err(ModelError::invalid(
+                &ctx,
+                "hostname and namespace are required",
+            ));
         }
         let key = if s.key.is_empty() {
             format!("{}/{}", s.namespace, s.hostname)
@@ -141,7 +144,10 @@ impl BoundService {
                     "grpc" => Protocol::Grpc,
                     "tcp" => Protocol::Tcp,
                     other => {
-                        return Err(ModelError::invalid(&ctx, format!("unknown protocol {other:?}")));
+                        return Err(ModelError::invalid(
+                            &ctx,
+                            format!("unknown protocol {other:?}"),
+                        ));
                     }
                 };
                 Ok(ServicePort {
@@ -207,7 +213,10 @@ impl WaypointConfig {
         let mut by_key = HashMap::new();
         for (i, s) in services.iter().enumerate() {
             if by_key.insert(s.key.clone(), i).is_some() {
-                return Err(ModelError::invalid(&format!("service {}", s.key), "listed twice"));
+                return Err(ModelError::invalid(
+                    &format!("service {}", s.key),
+                    "listed twice",
+                ));
             }
             for vip in &s.vips {
                 if let Some(other) = by_vip.insert(*vip, i) {

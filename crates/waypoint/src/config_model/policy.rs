@@ -139,7 +139,12 @@ impl Policy {
         let action = match pb::policy::Action::try_from(p.action) {
             Ok(pb::policy::Action::Allow) => Action::Allow,
             Ok(pb::policy::Action::Deny) => Action::Deny,
-            Err(_) => return Err(ModelError::invalid(&ctx, format!("unknown action {}", p.action))),
+            Err(_) => {
+                return Err(ModelError::invalid(
+                    &ctx,
+                    format!("unknown action {}", p.action),
+                ));
+            }
         };
         let rules = p
             .rules
@@ -264,7 +269,8 @@ impl Operation {
             list.iter()
                 .any(|m| m.matches(&host) || m.matches(bare_host))
         };
-        let hosts_ok = (self.hosts.is_empty() || host_hit(&self.hosts)) && !host_hit(&self.not_hosts);
+        let hosts_ok =
+            (self.hosts.is_empty() || host_hit(&self.hosts)) && !host_hit(&self.not_hosts);
         method_ok
             && hosts_ok
             && field(&self.paths, &self.not_paths, Some(h.path))
@@ -282,7 +288,10 @@ fn field(values: &[StringMatch], not_values: &[StringMatch], attr: Option<&str>)
 fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         // [v6]:port
-        return host.split_once("]:").map(|(h, _)| &host[..=h.len()]).unwrap_or(host);
+        return host
+            .split_once("]:")
+            .map(|(h, _)| &host[..=h.len()])
+            .unwrap_or(host);
     }
     match host.rsplit_once(':') {
         Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !h.contains(':') => h,

@@ -26,11 +26,12 @@ pub struct Pattern {
 
 impl Pattern {
     pub fn new(source: &str, context: &str) -> Result<Self, ModelError> {
-        let regex = regex::Regex::new(&format!("^(?:{source})$")).map_err(|e| ModelError::Regex {
-            context: context.to_string(),
-            pattern: source.to_string(),
-            source: Box::new(e),
-        })?;
+        let regex =
+            regex::Regex::new(&format!("^(?:{source})$")).map_err(|e| ModelError::Regex {
+                context: context.to_string(),
+                pattern: source.to_string(),
+                source: Box::new(e),
+            })?;
         Ok(Self {
             source: source.to_string(),
             regex,
@@ -111,13 +112,12 @@ pub enum ValueMatch {
 }
 
 impl ValueMatch {
-    fn from_proto(
-        kind: Option<pb::header_match::Kind>,
-        context: &str,
-    ) -> Result<Self, ModelError> {
+    fn from_proto(kind: Option<pb::header_match::Kind>, context: &str) -> Result<Self, ModelError> {
         match kind {
             Some(pb::header_match::Kind::Exact(v)) => Ok(ValueMatch::Exact(v)),
-            Some(pb::header_match::Kind::Regex(r)) => Ok(ValueMatch::Regex(Pattern::new(&r, context)?)),
+            Some(pb::header_match::Kind::Regex(r)) => {
+                Ok(ValueMatch::Regex(Pattern::new(&r, context)?))
+            }
             None => Err(ModelError::invalid(context, "match without a value")),
         }
     }
@@ -200,16 +200,26 @@ impl HeaderModifier {
             Ok(pb::header_modifier::Op::Set) => HeaderOp::Set,
             Ok(pb::header_modifier::Op::Add) => HeaderOp::Add,
             Ok(pb::header_modifier::Op::Remove) => HeaderOp::Remove,
-            Err(_) => return Err(ModelError::invalid(context, format!("unknown header op {}", m.op))),
+            Err(_) => {
+                return Err(ModelError::invalid(
+                    context,
+                    format!("unknown header op {}", m.op),
+                ));
+            }
         };
         let value = HeaderValue::try_from(m.value.as_str()).map_err(|_| {
-            ModelError::invalid(context, format!("header {name}: invalid value {:?}", m.value))
+            ModelError::invalid(
+                context,
+                format!("header {name}: invalid value {:?}", m.value),
+            )
         })?;
         Ok(HeaderModifier { op, name, value })
     }
 
     fn list(v: Vec<pb::HeaderModifier>, context: &str) -> Result<Vec<Self>, ModelError> {
-        v.into_iter().map(|m| Self::from_proto(m, context)).collect()
+        v.into_iter()
+            .map(|m| Self::from_proto(m, context))
+            .collect()
     }
 }
 
@@ -329,7 +339,12 @@ impl Route {
         let kind = match pb::Kind::try_from(r.kind) {
             Ok(pb::Kind::Http) => RouteKind::Http,
             Ok(pb::Kind::Grpc) => RouteKind::Grpc,
-            Err(_) => return Err(ModelError::invalid(&ctx, format!("unknown kind {}", r.kind))),
+            Err(_) => {
+                return Err(ModelError::invalid(
+                    &ctx,
+                    format!("unknown kind {}", r.kind),
+                ));
+            }
         };
         let matches = r
             .matches
@@ -341,7 +356,10 @@ impl Route {
             .into_iter()
             .map(|b| Backend::from_proto(b, &ctx))
             .collect::<Result<Vec<_>, _>>()?;
-        let redirect = r.redirect.map(|d| redirect_from_proto(d, &ctx)).transpose()?;
+        let redirect = r
+            .redirect
+            .map(|d| redirect_from_proto(d, &ctx))
+            .transpose()?;
         let rewrite = r
             .rewrite
             .map(|w| {
@@ -352,7 +370,10 @@ impl Route {
             })
             .transpose()?;
         if redirect.is_some() && rewrite.is_some() {
-            return Err(ModelError::invalid(&ctx, "a redirect and a URL rewrite exclude each other"));
+            return Err(ModelError::invalid(
+                &ctx,
+                "a redirect and a URL rewrite exclude each other",
+            ));
         }
         let uses_prefix = matches!(
             redirect.as_ref().and_then(|d| d.path.as_ref()),
@@ -379,14 +400,21 @@ impl Route {
                     .iter()
                     .map(|c| match u16::try_from(*c) {
                         Ok(c) if (100..=599).contains(&c) => Ok(c),
-                        _ => Err(ModelError::invalid(&ctx, format!("retry code {c} is not an HTTP status"))),
+                        _ => Err(ModelError::invalid(
+                            &ctx,
+                            format!("retry code {c} is not an HTTP status"),
+                        )),
                     })
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok::<_, ModelError>(RetryPolicy {
                     attempts: rt.attempts,
                     codes,
                     backoff: Duration::from_millis(rt.backoff_ms),
-                    budget_percent: if rt.budget_percent == 0 { 20 } else { rt.budget_percent },
+                    budget_percent: if rt.budget_percent == 0 {
+                        20
+                    } else {
+                        rt.budget_percent
+                    },
                     min_retry_concurrency: if rt.min_retry_concurrency == 0 {
                         3
                     } else {
@@ -440,7 +468,7 @@ impl RouteMatch {
                 abs_path(p, ctx)?.trim_end_matches('/').to_string(),
             )),
             Some(pb::path_match::Kind::Regex(r)) => {
-                Some(PathMatch::Regex(Pattern::new(&r, &format!("{ctx}: path")) ?))
+                Some(PathMatch::Regex(Pattern::new(&r, &format!("{ctx}: path"))?))
             }
         };
         let headers = m
@@ -453,10 +481,17 @@ impl RouteMatch {
             .into_iter()
             .map(|q| {
                 if q.name.is_empty() {
-                    return Err(ModelError::invalid(ctx, "query parameter match without a name"));
+                    return Err(ModelError::invalid(
+                        ctx,
+                        "query parameter match without a name",
+                    ));
                 }
-                let value = ValueMatch::from_proto(q.kind, &format!("{ctx}: query parameter {}", q.name))?;
-                Ok(QueryMatch { name: q.name, value })
+                let value =
+                    ValueMatch::from_proto(q.kind, &format!("{ctx}: query parameter {}", q.name))?;
+                Ok(QueryMatch {
+                    name: q.name,
+                    value,
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let method = non_empty(m.method)
@@ -486,15 +521,17 @@ impl RouteMatch {
         {
             return false;
         }
-        if (self.grpc_service.is_some() || self.grpc_method.is_some()) && !self.grpc_matches(req.path) {
+        if (self.grpc_service.is_some() || self.grpc_method.is_some())
+            && !self.grpc_matches(req.path)
+        {
             return false;
         }
         if !self.headers.iter().all(|h| h.matches(req.headers)) {
             return false;
         }
-        self.query_params.iter().all(|q| {
-            query_param(req.query, &q.name).is_some_and(|v| q.value.matches(&v))
-        })
+        self.query_params
+            .iter()
+            .all(|q| query_param(req.query, &q.name).is_some_and(|v| q.value.matches(&v)))
     }
 
     /// gRPC requests go to `/<package.Service>/<Method>`.
@@ -523,7 +560,9 @@ impl PathMatch {
             PathMatch::Prefix(p) => {
                 p.is_empty()
                     || path == p
-                    || path.strip_prefix(p.as_str()).is_some_and(|rest| rest.starts_with('/'))
+                    || path
+                        .strip_prefix(p.as_str())
+                        .is_some_and(|rest| rest.starts_with('/'))
             }
             PathMatch::Regex(r) => r.is_match(path),
         }
@@ -569,12 +608,19 @@ fn redirect_from_proto(d: pb::Redirect, ctx: &str) -> Result<Redirect, ModelErro
         && s != "http"
         && s != "https"
     {
-        return Err(ModelError::invalid(ctx, format!("redirect scheme {s:?} is not http or https")));
+        return Err(ModelError::invalid(
+            ctx,
+            format!("redirect scheme {s:?} is not http or https"),
+        ));
     }
     Ok(Redirect {
         scheme,
         hostname: non_empty(d.hostname),
-        port: if d.port == 0 { None } else { Some(port(d.port, ctx)?) },
+        port: if d.port == 0 {
+            None
+        } else {
+            Some(port(d.port, ctx)?)
+        },
         path: PathRewrite::from_proto(d.path, ctx)?,
         status,
     })
@@ -584,7 +630,10 @@ fn abs_path(p: String, ctx: &str) -> Result<String, ModelError> {
     if p.starts_with('/') {
         Ok(p)
     } else {
-        Err(ModelError::invalid(ctx, format!("path {p:?} must start with /")))
+        Err(ModelError::invalid(
+            ctx,
+            format!("path {p:?} must start with /"),
+        ))
     }
 }
 
@@ -595,7 +644,10 @@ fn millis(ms: u64) -> Option<Duration> {
 pub(super) fn port(p: u32, ctx: &str) -> Result<u16, ModelError> {
     match u16::try_from(p) {
         Ok(p) if p != 0 => Ok(p),
-        _ => Err(ModelError::invalid(ctx, format!("port {p} is out of range"))),
+        _ => Err(ModelError::invalid(
+            ctx,
+            format!("port {p} is out of range"),
+        )),
     }
 }
 
@@ -635,15 +687,13 @@ fn percent_decode(s: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push(h << 4 | l);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 2;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             b => out.push(b),
         }
         i += 1;

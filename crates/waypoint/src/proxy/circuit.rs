@@ -132,7 +132,10 @@ impl ServiceCircuit {
     }
 
     fn request_limit(st: &State, http1: bool) -> Option<u32> {
-        match (st.spec.max_requests, st.spec.max_connections.filter(|_| http1)) {
+        match (
+            st.spec.max_requests,
+            st.spec.max_connections.filter(|_| http1),
+        ) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -157,7 +160,11 @@ impl ServiceCircuit {
         }
         {
             let mut st = self.state.lock();
-            if st.spec.max_pending_requests.is_some_and(|max| st.pending >= max) {
+            if st
+                .spec
+                .max_pending_requests
+                .is_some_and(|max| st.pending >= max)
+            {
                 return Err(ProxyError::Overflow(format!(
                     "{}: {} requests in flight and {} pending",
                     self.service, st.active, st.pending
@@ -182,7 +189,11 @@ impl ServiceCircuit {
     /// Counts a new upstream connection; `false` when the service is at `max_connections`.
     pub fn open_connection(self: &Arc<Self>) -> Option<ConnectionPermit> {
         let mut st = self.state.lock();
-        if st.spec.max_connections.is_some_and(|max| st.connections >= max) {
+        if st
+            .spec
+            .max_connections
+            .is_some_and(|max| st.connections >= max)
+        {
             return None;
         }
         st.connections += 1;
@@ -301,7 +312,10 @@ mod tests {
         assert_eq!(err.response_flag(), "UO");
         assert_eq!(err.status(), http::StatusCode::SERVICE_UNAVAILABLE);
         drop(first);
-        waiter.await.expect("join").expect("pending request admitted");
+        waiter
+            .await
+            .expect("join")
+            .expect("pending request admitted");
     }
 
     #[test]

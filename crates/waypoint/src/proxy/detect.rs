@@ -145,7 +145,9 @@ mod tests {
         tokio::io::AsyncWriteExt::write_all(&mut client, b"POST /a HTTP/1.1\r\n")
             .await
             .expect("write");
-        let (d, prefix) = detect(&mut server, Duration::from_secs(5)).await.expect("detect");
+        let (d, prefix) = detect(&mut server, Duration::from_secs(5))
+            .await
+            .expect("detect");
         assert_eq!(d, Detected::Http1);
         drop(client);
         let mut all = Vec::new();
@@ -159,7 +161,9 @@ mod tests {
     #[tokio::test]
     async fn a_silent_client_is_tcp() {
         let (_client, mut server) = tokio::io::duplex(1024);
-        let (d, prefix) = detect(&mut server, Duration::from_millis(20)).await.expect("detect");
+        let (d, prefix) = detect(&mut server, Duration::from_millis(20))
+            .await
+            .expect("detect");
         assert_eq!((d, prefix.len()), (Detected::Tcp, 0));
     }
 }

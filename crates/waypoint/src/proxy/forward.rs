@@ -196,7 +196,12 @@ impl Upstreams {
         Ok(self.wrap_h1(key, conn, resp))
     }
 
-    fn wrap_h1(&self, key: ConnKey, conn: H1Conn, resp: Response<Incoming>) -> Response<UpstreamBody> {
+    fn wrap_h1(
+        &self,
+        key: ConnKey,
+        conn: H1Conn,
+        resp: Response<Incoming>,
+    ) -> Response<UpstreamBody> {
         let (parts, body) = resp.into_parts();
         let release = Release {
             pool: Arc::downgrade(&self.inner),
@@ -239,7 +244,10 @@ impl Upstreams {
 
     /// Counts a new connection for `circuit`, closing an idle one of the same service when at
     /// the limit.
-    fn connection_permit(&self, circuit: &Arc<ServiceCircuit>) -> Result<ConnectionPermit, ProxyError> {
+    fn connection_permit(
+        &self,
+        circuit: &Arc<ServiceCircuit>,
+    ) -> Result<ConnectionPermit, ProxyError> {
         if let Some(p) = circuit.open_connection() {
             return Ok(p);
         }
@@ -260,10 +268,7 @@ impl Upstreams {
         };
         drop(evicted);
         circuit.open_connection().ok_or_else(|| {
-            ProxyError::Overflow(format!(
-                "{}: connection limit reached",
-                circuit.service()
-            ))
+            ProxyError::Overflow(format!("{}: connection limit reached", circuit.service()))
         })
     }
 
@@ -279,11 +284,16 @@ impl Upstreams {
             source,
         };
         let existing = {
-            let conns = self.inner.h2.lock();
-            conns
-                .get(&key)
-                .filter(|c| !c.sender.is_closed())
-                .map(|c| c.sender.clone())
+            let mut conns = self.inner.h2.lock();
+            match conns.get(&key) {
+                Some(c) if !c.sender.is_closed() => Some(c.sender.clone()),
+                Some(_) => {
+                    // Closed: give its place in the connection count back before redialling.
+                    conns.remove(&key);
+                    None
+                }
+                None => None,
+            }
         };
         let mut sender = match existing {
             Some(s) => s,

@@ -1,13 +1,15 @@
 //! The data path.
 //!
 //! `inbound` terminates HBONE and dispatches each CONNECT stream; `detect` tells HTTP/1.1,
-//! HTTP/2 and plain TCP apart; `phases` runs the request pipeline; `retry` holds the replayable
+//! HTTP/2 and plain TCP apart; `phases` runs the request pipeline and `exchange` records each
+//! request until its response is done (log and metrics); `retry` holds the replayable
 //! request body and the retry rules; `circuit` the per-service limits and outlier ejection;
 //! `forward` the upstream connections (HBONE to the backend's ztunnel); `passthrough` plain TCP.
 
 pub mod circuit;
 pub mod detect;
 pub mod endpoints;
+mod exchange;
 pub mod forward;
 pub mod inbound;
 pub mod passthrough;

@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::ProxyError;
 use super::endpoints;
 use super::phases::Downstream;
-use super::ProxyError;
 use crate::config_model::{Decision, Subject, policy};
 use crate::telemetry::metrics::tcp_labels;
 
@@ -21,7 +21,10 @@ where
     let start = Instant::now();
     let inputs = &ds.inputs;
     let result: Result<_, Failure> = async {
-        let config = inputs.waypoint.load_full().ok_or(ProxyError::NotConfigured)?;
+        let config = inputs
+            .waypoint
+            .load_full()
+            .ok_or(ProxyError::NotConfigured)?;
         let (svc, port) = config
             .service_for(ds.target)
             .ok_or(ProxyError::NotBound(ds.target))?;
@@ -33,13 +36,12 @@ where
         if let Decision::Deny(reason) = policy::evaluate(&config.policies, &svc.key, &subject) {
             return Err(Denied(reason).into());
         }
-        let circuit = inputs
-            .circuits
-            .get(&svc.key, svc.circuit_breaker.as_ref());
-        let candidates: Vec<_> = endpoints::endpoints(&inputs.state.read(), ds.target.ip(), port.port)
-            .into_iter()
-            .filter(|e| !circuit.is_ejected(&e.workload.uid))
-            .collect();
+        let circuit = inputs.circuits.get(&svc.key, svc.circuit_breaker.as_ref());
+        let candidates: Vec<_> =
+            endpoints::endpoints(&inputs.state.read(), ds.target.ip(), port.port)
+                .into_iter()
+                .filter(|e| !circuit.is_ejected(&e.workload.uid))
+                .collect();
         if candidates.is_empty() {
             return Err(ProxyError::NoHealthyUpstream(ds.target.to_string()).into());
         }
@@ -68,7 +70,9 @@ where
         let copied = tokio::io::copy_bidirectional(&mut stream, &mut upstream).await;
         let (sent, received) = copied.as_ref().copied().unwrap_or((0, 0));
         inputs.metrics.tcp.close(&labels, sent, received);
-        copied.map(|b| (b, ep)).map_err(|e| Failure::Proxy(ProxyError::Io(e)))
+        copied
+            .map(|b| (b, ep))
+            .map_err(|e| Failure::Proxy(ProxyError::Io(e)))
     }
     .await;
     match result {

@@ -21,29 +21,26 @@
 //!    `istio_request*` metrics, the access log line and the span.
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
-use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use http_body::{Body, Frame, SizeHint};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use identity::Identity;
 use ztunnel::state::Workload;
 
-use super::circuit::{RequestPermit, ServiceCircuit};
+use super::circuit::ServiceCircuit;
 use super::endpoints::{self, Endpoint, ServiceRef};
+use super::exchange::{Exchange, ObservedBody};
 use super::forward::{UpstreamBody, UpstreamProtocol};
 use super::retry::{ReplayBody, backoff};
 use super::{BoxError, ProxyError, ProxyInputs, ResponseBody};
 use crate::config_model::policy::{self, HttpAttributes};
 use crate::config_model::route::{self, Redirect, RequestView};
 use crate::config_model::{Backend, BoundService, Decision, Protocol, Route, Subject};
-use crate::telemetry::{AccessEntry, Observation, RequestLabels, RequestSpan, SourceLabels, SpanEnd};
+use crate::telemetry::SourceLabels;
 
 /// Body of a denied request.
 pub const RBAC_DENIED: &str = "RBAC: access denied";
@@ -69,7 +66,10 @@ pub async fn handle(ds: Arc<Downstream>, req: Request<Incoming>) -> Response<Res
     let path = normalize_path(parts.uri.path());
     let grpc = is_grpc(&parts.headers);
     let span_name = format!("{authority}{path}");
-    let span = ds.inputs.tracer.start(&parts.headers, span_name, SystemTime::now());
+    let span = ds
+        .inputs
+        .tracer
+        .start(&parts.headers, span_name, SystemTime::now());
     let mut ex = Exchange {
         ds: ds.clone(),
         start,
@@ -131,7 +131,8 @@ pub async fn handle(ds: Arc<Downstream>, req: Request<Incoming>) -> Response<Res
         && let Some(redirect) = &r.redirect
     {
         let prefix = m.map_or(Some(""), |m| m.matched_prefix());
-        let location = redirect_location(redirect, &ex.authority, &ex.path, parts.uri.query(), prefix);
+        let location =
+            redirect_location(redirect, &ex.authority, &ex.path, parts.uri.query(), prefix);
         return ex.redirect(redirect.status, location);
     }
 
@@ -156,21 +157,31 @@ pub async fn handle(ds: Arc<Downstream>, req: Request<Incoming>) -> Response<Res
     };
     ex.service = Some(dest.clone());
     let dest_bound = config.service(&dest.key);
-    let upstream_protocol = match dest_bound.and_then(|s| s.port(dest_port)).map(|p| p.protocol) {
+    let upstream_protocol = match dest_bound
+        .and_then(|s| s.port(dest_port))
+        .map(|p| p.protocol)
+    {
         Some(Protocol::Http) => UpstreamProtocol::Http1,
         Some(Protocol::Http2 | Protocol::Grpc) => UpstreamProtocol::Http2,
         _ if ds.http2 => UpstreamProtocol::Http2,
         _ => UpstreamProtocol::Http1,
     };
-    let circuit = ds
-        .inputs
-        .circuits
-        .get(&dest.key, dest_bound.and_then(|s| s.circuit_breaker.as_ref()));
+    let circuit = ds.inputs.circuits.get(
+        &dest.key,
+        dest_bound.and_then(|s| s.circuit_breaker.as_ref()),
+    );
     let admitted = match route.and_then(|r| r.timeout) {
-        Some(t) => tokio::time::timeout(t, circuit.admit(upstream_protocol == UpstreamProtocol::Http1))
-            .await
-            .unwrap_or(Err(ProxyError::Timeout(t))),
-        None => circuit.admit(upstream_protocol == UpstreamProtocol::Http1).await,
+        Some(t) => tokio::time::timeout(
+            t,
+            circuit.admit(upstream_protocol == UpstreamProtocol::Http1),
+        )
+        .await
+        .unwrap_or(Err(ProxyError::Timeout(t))),
+        None => {
+            circuit
+                .admit(upstream_protocol == UpstreamProtocol::Http1)
+                .await
+        }
     };
     match admitted {
         Ok(p) => ex.permit = Some(p),
@@ -229,7 +240,8 @@ pub async fn handle(ds: Arc<Downstream>, req: Request<Incoming>) -> Response<Res
                 route::apply_modifiers(&b.response_headers, &mut rparts.headers);
             }
             let status = rparts.status;
-            let body = ObservedBody::new(rbody.map_err(BoxError::from), ex, status, &rparts.headers);
+            let body =
+                ObservedBody::new(rbody.map_err(BoxError::from), ex, status, &rparts.headers);
             Response::from_parts(rparts, body.boxed_unsync())
         }
         Err(e) => ex.fail(e),
@@ -322,7 +334,9 @@ fn upstream_head(
                 headers.insert(header::HOST, v);
             }
             (
-                path_and_query.parse().unwrap_or_else(|_| Uri::from_static("/")),
+                path_and_query
+                    .parse()
+                    .unwrap_or_else(|_| Uri::from_static("/")),
                 Version::HTTP_11,
             )
         }
@@ -375,7 +389,10 @@ impl Attempts<'_> {
             let ep = self.pick_endpoint(failed_uid.as_deref())?;
             log.endpoint = Some(ep.clone());
             let req = self.request();
-            let send = self.inputs.upstreams.send(self.circuit, &ep, self.protocol, req);
+            let send = self
+                .inputs
+                .upstreams
+                .send(self.circuit, &ep, self.protocol, req);
             let result = match per_try {
                 Some(t) => tokio::time::timeout(t, send)
                     .await
@@ -412,7 +429,9 @@ impl Attempts<'_> {
             };
             _retry_permit = Some(permit);
             match &result {
-                Ok(resp) => tracing::debug!(status = %resp.status(), endpoint = %ep.target, "retrying"),
+                Ok(resp) => {
+                    tracing::debug!(status = %resp.status(), endpoint = %ep.target, "retrying")
+                }
                 Err(e) => tracing::debug!(error = %e, endpoint = %ep.target, "retrying"),
             }
             // The failed response's body is dropped unread: its connection is not reused.
@@ -444,7 +463,11 @@ impl Attempts<'_> {
             .copied()
             .filter(|e| Some(e.workload.uid.as_str()) != avoid)
             .collect();
-        let pool = if preferred.is_empty() { &healthy } else { &preferred };
+        let pool = if preferred.is_empty() {
+            &healthy
+        } else {
+            &preferred
+        };
         Ok(pool[rand::random_range(0..pool.len())].clone())
     }
 
@@ -460,247 +483,6 @@ impl Attempts<'_> {
 
 /// Base retry delay when the route gives none (Envoy's default).
 const DEFAULT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(25);
-
-/// The per-request record kept until the response is done (phase 7).
-struct Exchange {
-    ds: Arc<Downstream>,
-    start: Instant,
-    method: Method,
-    path: String,
-    authority: String,
-    protocol: &'static str,
-    grpc: bool,
-    service: Option<ServiceRef>,
-    route: Option<String>,
-    endpoint: Option<Endpoint>,
-    attempts: u32,
-    flags: &'static str,
-    span: RequestSpan,
-    body: Option<ReplayBody>,
-    error: Option<String>,
-    permit: Option<RequestPermit>,
-}
-
-impl Exchange {
-    /// Answers with a locally generated error.
-    fn fail(mut self, e: ProxyError) -> Response<ResponseBody> {
-        if self.flags == "-" {
-            self.flags = e.response_flag();
-        }
-        if matches!(e, ProxyError::NotBound(_) | ProxyError::NotConfigured) {
-            tracing::warn!(target = %self.ds.target, peer = %self.ds.peer_identity, error = %e, "request refused");
-        }
-        let status = e.status();
-        let text = match &e {
-            ProxyError::NoHealthyUpstream(_) => "no healthy upstream".to_string(),
-            ProxyError::Overflow(_) => "upstream connect error or disconnect/reset before headers. reset reason: overflow".to_string(),
-            ProxyError::Timeout(_) | ProxyError::AttemptTimeout(_) => "upstream request timeout".to_string(),
-            other => other.to_string(),
-        };
-        self.error = Some(e.to_string());
-        self.local(status, &text)
-    }
-
-    /// A local reply; for gRPC requests a trailers-only gRPC error.
-    fn local(self, status: StatusCode, text: &str) -> Response<ResponseBody> {
-        let mut resp = Response::new(Full::new(Bytes::new()));
-        if self.grpc {
-            let h = resp.headers_mut();
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-            h.insert("grpc-status", HeaderValue::from(grpc_status_for(status)));
-            if let Ok(v) = HeaderValue::try_from(text) {
-                h.insert("grpc-message", v);
-            }
-        } else {
-            *resp.status_mut() = status;
-            resp.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-            *resp.body_mut() = Full::new(Bytes::copy_from_slice(text.as_bytes()));
-        }
-        self.wrap_local(resp)
-    }
-
-    fn redirect(self, status: StatusCode, location: String) -> Response<ResponseBody> {
-        let mut resp = Response::new(Full::new(Bytes::new()));
-        *resp.status_mut() = status;
-        if let Ok(v) = HeaderValue::try_from(location) {
-            resp.headers_mut().insert(header::LOCATION, v);
-        }
-        self.wrap_local(resp)
-    }
-
-    fn wrap_local(self, resp: Response<Full<Bytes>>) -> Response<ResponseBody> {
-        let (parts, body) = resp.into_parts();
-        let status = parts.status;
-        let body = ObservedBody::new(body.map_err(|never| match never {}), self, status, &parts.headers);
-        Response::from_parts(parts, body.boxed_unsync())
-    }
-
-    /// Phase 7.
-    fn finish(self, status: u16, grpc_status: Option<String>, response_bytes: u64, late: Option<(&'static str, String)>) {
-        let mut flags = self.flags;
-        let mut error = self.error;
-        if let Some((flag, e)) = late {
-            if flags == "-" {
-                flags = flag;
-            }
-            error.get_or_insert(e);
-        }
-        let ds = &self.ds;
-        let (hostname, namespace, name) = self
-            .service
-            .as_ref()
-            .map(|s| (s.hostname.as_str(), s.namespace.as_str(), s.name.as_str()))
-            .unwrap_or(("", "", ""));
-        let dst = self.endpoint.as_ref().map(|e| e.workload.as_ref());
-        let grpc_label = if self.grpc { grpc_status.as_deref() } else { None };
-        let labels = RequestLabels::new(
-            &ds.source,
-            (hostname, namespace, name),
-            dst,
-            self.protocol,
-            status,
-            grpc_label,
-            flags,
-        );
-        let duration = self.start.elapsed();
-        let request_bytes = self.body.as_ref().map_or(0, |b| b.bytes_received());
-        ds.inputs.metrics.record(
-            &labels,
-            Observation {
-                duration_ms: duration.as_secs_f64() * 1000.0,
-                request_bytes,
-                response_bytes,
-            },
-        );
-        let principal = ds.peer_identity.to_string();
-        let upstream = self.endpoint.as_ref().map(|e| e.target.to_string());
-        AccessEntry {
-            protocol: self.protocol,
-            method: self.method.as_str(),
-            path: &self.path,
-            authority: &self.authority,
-            status,
-            grpc_status: grpc_status.as_deref(),
-            response_flags: flags,
-            route: self.route.as_deref(),
-            service: hostname,
-            src_addr: ds.peer_addr.to_string(),
-            src_identity: &principal,
-            upstream: upstream.clone(),
-            upstream_identity: self.endpoint.as_ref().map(|e| e.workload.identity.to_string()),
-            attempts: self.attempts,
-            request_bytes,
-            response_bytes,
-            duration_ms: duration.as_millis() as u64,
-            trace_id: self.span.ctx.trace_id_hex(),
-            error: error.clone(),
-        }
-        .emit();
-        self.span.finish(SpanEnd {
-            method: self.method.as_str(),
-            path: &self.path,
-            authority: &self.authority,
-            status,
-            response_flags: flags,
-            upstream,
-            route: self.route.as_deref(),
-            source_principal: &principal,
-            error,
-        });
-        drop(self.permit);
-    }
-}
-
-/// The response body sent downstream: counts bytes, reads `grpc-status` from trailers, and
-/// completes the exchange (phase 7) when it ends or is dropped.
-struct ObservedBody {
-    inner: http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>,
-    exchange: Option<Exchange>,
-    status: u16,
-    bytes: u64,
-    grpc_status: Option<String>,
-}
-
-impl ObservedBody {
-    fn new<B>(inner: B, exchange: Exchange, status: StatusCode, headers: &HeaderMap) -> Self
-    where
-        B: Body<Data = Bytes, Error = BoxError> + Send + 'static,
-    {
-        let grpc_status = headers
-            .get("grpc-status")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let mut body = ObservedBody {
-            inner: inner.boxed_unsync(),
-            exchange: Some(exchange),
-            status: status.as_u16(),
-            bytes: 0,
-            grpc_status,
-        };
-        if body.inner.is_end_stream() {
-            body.complete(None);
-        }
-        body
-    }
-
-    fn complete(&mut self, late: Option<(&'static str, String)>) {
-        if let Some(ex) = self.exchange.take() {
-            ex.finish(self.status, self.grpc_status.take(), self.bytes, late);
-        }
-    }
-}
-
-impl Body for ObservedBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
-        let r = Pin::new(&mut this.inner).poll_frame(cx);
-        match &r {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(d) = frame.data_ref() {
-                    this.bytes += d.len() as u64;
-                }
-                if let Some(t) = frame.trailers_ref()
-                    && let Some(s) = t.get("grpc-status").and_then(|v| v.to_str().ok())
-                {
-                    this.grpc_status = Some(s.to_string());
-                }
-                if this.inner.is_end_stream() {
-                    this.complete(None);
-                }
-            }
-            Poll::Ready(Some(Err(e))) => {
-                let e = e.to_string();
-                this.complete(Some(("UR", format!("upstream response body: {e}"))));
-            }
-            Poll::Ready(None) => this.complete(None),
-            Poll::Pending => {}
-        }
-        r
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for ObservedBody {
-    fn drop(&mut self) {
-        if self.exchange.is_some() {
-            self.complete(Some(("DC", "downstream went away before the response ended".into())));
-        }
-    }
-}
 
 /// `:authority` (HTTP/2) or `Host` (HTTP/1.1).
 fn request_authority(uri: &Uri, headers: &HeaderMap) -> String {
@@ -723,7 +505,7 @@ fn is_grpc(headers: &HeaderMap) -> bool {
 }
 
 /// gRPC status for an HTTP status of a local reply (as gRPC clients map them).
-fn grpc_status_for(status: StatusCode) -> u16 {
+pub(super) fn grpc_status_for(status: StatusCode) -> u16 {
     match status.as_u16() {
         400 => 13,
         401 => 16,
@@ -792,7 +574,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let te_trailers = headers
         .get(header::TE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")));
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        });
     headers.remove(header::TE);
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
@@ -845,7 +630,14 @@ fn uuid_v4() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }
 
 #[cfg(test)]

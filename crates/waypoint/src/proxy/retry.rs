@@ -222,8 +222,14 @@ mod tests {
         assert_eq!(f.into_data().ok(), Some(Bytes::from_static(b"hello ")));
         drop(first);
         assert!(body.can_replay());
-        assert_eq!(collect(body.attempt()).await.expect("second"), b"hello world");
-        assert_eq!(collect(body.attempt()).await.expect("third"), b"hello world");
+        assert_eq!(
+            collect(body.attempt()).await.expect("second"),
+            b"hello world"
+        );
+        assert_eq!(
+            collect(body.attempt()).await.expect("third"),
+            b"hello world"
+        );
         assert_eq!(body.bytes_received(), 11);
     }
 

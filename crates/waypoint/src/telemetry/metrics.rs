@@ -18,8 +18,8 @@ const UNKNOWN: &str = "unknown";
 
 /// Istio's duration buckets, in milliseconds.
 const DURATION_BUCKETS: [f64; 19] = [
-    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
-    30000.0, 60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
 ];
 
 /// Labels of every `istio_request*` series.
@@ -196,8 +196,16 @@ impl Metrics {
             "Request duration, from the first request byte to the last response byte",
             m.duration.clone(),
         );
-        sub.register("request_bytes", "Request body sizes", m.request_bytes.clone());
-        sub.register("response_bytes", "Response body sizes", m.response_bytes.clone());
+        sub.register(
+            "request_bytes",
+            "Request body sizes",
+            m.request_bytes.clone(),
+        );
+        sub.register(
+            "response_bytes",
+            "Response body sizes",
+            m.response_bytes.clone(),
+        );
         Arc::new(m)
     }
 

@@ -290,7 +290,8 @@ impl RequestSpan {
         span.set_attributes(attrs);
         if end.status >= 500 || end.error.is_some() {
             span.set_status(Status::error(
-                end.error.unwrap_or_else(|| format!("status {}", end.status)),
+                end.error
+                    .unwrap_or_else(|| format!("status {}", end.status)),
             ));
         }
         span.end();
@@ -304,7 +305,8 @@ mod tests {
     #[test]
     fn traceparent_parsing_follows_w3c() {
         let (t, s, f) =
-            parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").expect("valid");
+            parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+                .expect("valid");
         assert_eq!(hex(&t), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(hex(&s), "00f067aa0ba902b7");
         assert_eq!(f, 1);
@@ -321,7 +323,8 @@ mod tests {
         }
         // A later version may carry more fields.
         assert!(
-            parse_traceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-xyz").is_some()
+            parse_traceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-xyz")
+                .is_some()
         );
     }
 
@@ -334,7 +337,10 @@ mod tests {
         );
         let span = Tracer::disabled().start(&h, "x".into(), SystemTime::now());
         let out = span.ctx.traceparent();
-        assert!(out.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{out}");
+        assert!(
+            out.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+            "{out}"
+        );
         assert!(out.ends_with("-00"), "sampling decision kept: {out}");
         assert_ne!(span.ctx.span_id_hex(), "00f067aa0ba902b7");
         assert_eq!(parse_traceparent(&out).map(|p| p.1), Some(span.ctx.span_id));

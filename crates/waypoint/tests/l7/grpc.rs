@@ -43,7 +43,10 @@ async fn grpc_routes_by_service_and_method_over_http2() {
         vec![cfg::backend("echo-grpc", 1)],
     );
     route.kind = pb::Kind::Grpc as i32;
-    env.configure(cfg::waypoint(vec![cfg::bound("echo", VIP, vec![route])], vec![]));
+    env.configure(cfg::waypoint(
+        vec![cfg::bound("echo", VIP, vec![route])],
+        vec![],
+    ));
 
     let mut c = env.client_h2(VIP).await;
     let got = call(&mut c, "Say", b"hello").await;
@@ -51,7 +54,11 @@ async fn grpc_routes_by_service_and_method_over_http2() {
     assert_eq!(grpc_status(&got), Some("0"), "{got:?}");
     assert_eq!(got.body, grpc_frame(b"hello"));
     assert_eq!(got.header("x-backend"), Some("echo-grpc"));
-    assert_eq!(grpc.last_seen().version, http::Version::HTTP_2, "HTTP/2 upstream");
+    assert_eq!(
+        grpc.last_seen().version,
+        http::Version::HTTP_2,
+        "HTTP/2 upstream"
+    );
     assert_eq!(grpc.last_seen().headers["te"], "trailers");
 
     let missing = call(&mut c, "Missing", b"").await;
@@ -93,7 +100,10 @@ async fn grpc_denials_are_grpc_errors() {
             }],
         }],
     };
-    env.configure(cfg::waypoint(vec![cfg::bound("echo", VIP, vec![])], vec![deny]));
+    env.configure(cfg::waypoint(
+        vec![cfg::bound("echo", VIP, vec![])],
+        vec![deny],
+    ));
     let mut c = env.client_h2(VIP).await;
     let got = call(&mut c, "Say", b"x").await;
     assert_eq!(got.status, 200);

@@ -53,6 +53,8 @@ pub enum Behaviour {
     /// A gRPC service: `/demo.Echo/Say` answers the request message back with status 0,
     /// other methods status 12 (unimplemented).
     Grpc,
+    /// Not HTTP: echoes raw bytes.
+    TcpEcho,
 }
 
 /// What a backend saw of one request.
@@ -83,7 +85,11 @@ impl Pod {
     }
 
     pub fn last_seen(&self) -> Seen {
-        self.seen.lock().last().cloned().expect("the backend saw a request")
+        self.seen
+            .lock()
+            .last()
+            .cloned()
+            .expect("the backend saw a request")
     }
 }
 
@@ -130,7 +136,9 @@ impl EnvBuilder {
         let client_id = Identity::new(TD, "clients", "sleep");
         // Every pod's ztunnel listens on the same port at its own address, as on 15008.
         let first_ip = next_ip();
-        let reserved = TcpListener::bind((first_ip, 0)).await.expect("bind ztunnel");
+        let reserved = TcpListener::bind((first_ip, 0))
+            .await
+            .expect("bind ztunnel");
         let hbone_port = reserved.local_addr().expect("addr").port();
 
         let state: SharedState = Arc::new(RwLock::new(ProxyState::default()));
@@ -160,7 +168,9 @@ impl EnvBuilder {
             metrics,
             self.tracer,
         );
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind waypoint");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind waypoint");
         let waypoint_addr = listener.local_addr().expect("addr");
         let (trigger, drain) = Drain::new();
         tokio::spawn(inbound::serve(listener, inputs.clone(), drain));
@@ -233,10 +243,19 @@ impl Env {
         let target_port = app.local_addr().expect("addr").port();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let hits = Arc::new(AtomicU64::new(0));
-        tokio::spawn(serve_app(app, name.to_string(), behaviour, seen.clone(), hits.clone()));
+        tokio::spawn(serve_app(
+            app,
+            name.to_string(),
+            behaviour,
+            seen.clone(),
+            hits.clone(),
+        ));
 
         let identity = Identity::new(TD, NS, name);
-        let cert = self.ca.issue(&identity, Duration::from_secs(3600)).expect("cert");
+        let cert = self
+            .ca
+            .issue(&identity, Duration::from_secs(3600))
+            .expect("cert");
         // The destination ztunnel accepts tunnels from the waypoint only.
         let tls = identity::server_config(&cert, PeerPolicy::only(self.waypoint_id.clone()))
             .expect("server tls");
@@ -254,7 +273,9 @@ impl Env {
                     resp.reject(StatusCode::SERVICE_UNAVAILABLE);
                     return;
                 };
-                let Ok(mut tunnel) = resp.accept() else { return };
+                let Ok(mut tunnel) = resp.accept() else {
+                    return;
+                };
                 let _ = tokio::io::copy_bidirectional(&mut tunnel, &mut app).await;
             }
         };
@@ -330,10 +351,15 @@ impl Env {
 
     /// Opens an HBONE tunnel to the waypoint with the client's certificate.
     pub async fn tunnel(&self, vip: Ipv4Addr) -> Result<hbone::H2Stream, hbone::HboneError> {
-        let cert = self.ca.issue(&self.client_id, Duration::from_secs(3600)).expect("cert");
+        let cert = self
+            .ca
+            .issue(&self.client_id, Duration::from_secs(3600))
+            .expect("cert");
         let tls = identity::client_config(&cert, PeerPolicy::only(self.waypoint_id.clone()))
             .expect("client tls");
-        let tcp = TcpStream::connect(self.waypoint_addr).await.expect("connect");
+        let tcp = TcpStream::connect(self.waypoint_addr)
+            .await
+            .expect("connect");
         let (stream, _task) =
             hbone::connect_once(tcp, tls, SocketAddr::from((vip, PORT)), HeaderMap::new()).await?;
         Ok(stream)
@@ -441,9 +467,17 @@ async fn serve_app(
     hits: Arc<AtomicU64>,
 ) {
     loop {
-        let Ok((tcp, _)) = listener.accept().await else {
+        let Ok((mut tcp, _)) = listener.accept().await else {
             return;
         };
+        if matches!(behaviour, Behaviour::TcpEcho) {
+            hits.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let (mut r, mut w) = tcp.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+            continue;
+        }
         let name = name.clone();
         let behaviour = behaviour.clone();
         let seen = seen.clone();
@@ -477,7 +511,12 @@ fn full(b: impl Into<Bytes>) -> AppBody {
     Full::new(b.into()).boxed()
 }
 
-async fn answer(name: &str, behaviour: &Behaviour, n: u64, req: Request<Incoming>) -> Response<AppBody> {
+async fn answer(
+    name: &str,
+    behaviour: &Behaviour,
+    n: u64,
+    req: Request<Incoming>,
+) -> Response<AppBody> {
     let echo = |status: u16| {
         Response::builder()
             .status(status)
@@ -487,15 +526,21 @@ async fn answer(name: &str, behaviour: &Behaviour, n: u64, req: Request<Incoming
     };
     match behaviour {
         Behaviour::Echo => echo(200),
-        Behaviour::FailEveryOther => echo(if n % 2 == 0 { 503 } else { 200 }),
+        Behaviour::FailEveryOther => echo(if n.is_multiple_of(2) { 503 } else { 200 }),
         Behaviour::Status(s) => echo(*s),
         Behaviour::Slow(d) => {
             tokio::time::sleep(*d).await;
             echo(200)
         }
+        Behaviour::TcpEcho => echo(500),
         Behaviour::Grpc => {
             let path = req.uri().path().to_string();
-            let msg = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+            let msg = req
+                .into_body()
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
             let (status, body) = if path == "/demo.Echo/Say" {
                 ("0", msg)
             } else {
@@ -565,7 +610,11 @@ pub mod cfg {
         }
     }
 
-    pub fn route(name: &str, matches: Vec<pb::RouteMatch>, backends: Vec<pb::WeightedBackend>) -> pb::Route {
+    pub fn route(
+        name: &str,
+        matches: Vec<pb::RouteMatch>,
+        backends: Vec<pb::WeightedBackend>,
+    ) -> pb::Route {
         pb::Route {
             name: name.into(),
             matches,

@@ -32,7 +32,10 @@ async fn deny_get_admin_while_get_root_passes() {
             }],
         }],
     );
-    env.configure(cfg::waypoint(vec![cfg::bound("reviews", VIP, vec![])], vec![deny_admin]));
+    env.configure(cfg::waypoint(
+        vec![cfg::bound("reviews", VIP, vec![])],
+        vec![deny_admin],
+    ));
     let mut c = env.client(VIP).await;
     let denied = c.get("/admin").await;
     assert_eq!(denied.status, 403);
@@ -41,7 +44,10 @@ async fn deny_get_admin_while_get_root_passes() {
     assert_eq!(c.get("/public/../admin/users").await.status, 403);
     assert_eq!(v1.hits(), 0, "denied requests never reach the backend");
     let ok = c.get("/").await;
-    assert_eq!((ok.status.as_u16(), ok.text().as_str()), (200, "reviews-v1"));
+    assert_eq!(
+        (ok.status.as_u16(), ok.text().as_str()),
+        (200, "reviews-v1")
+    );
     assert_eq!(v1.hits(), 1);
 }
 
@@ -79,7 +85,10 @@ async fn allow_policies_admit_only_the_principals_they_name() {
         ],
     ));
     let got = c.get("/").await;
-    assert_eq!((got.status.as_u16(), got.text().as_str()), (200, "reviews-v1"));
+    assert_eq!(
+        (got.status.as_u16(), got.text().as_str()),
+        (200, "reviews-v1")
+    );
     // A namespace-based DENY wins over the ALLOW.
     let deny_ns = policy(
         "demo/deny-clients",
@@ -94,7 +103,10 @@ async fn allow_policies_admit_only_the_principals_they_name() {
     );
     env.configure(cfg::waypoint(
         vec![cfg::bound("reviews", VIP, vec![])],
-        vec![allow("demo/sleep", "cluster.local/ns/clients/sa/sleep"), deny_ns],
+        vec![
+            allow("demo/sleep", "cluster.local/ns/clients/sa/sleep"),
+            deny_ns,
+        ],
     ));
     assert_eq!(c.get("/").await.status, 403);
 }

@@ -23,13 +23,20 @@ async fn retries_hide_a_flaky_backend() {
     let env = Env::new().await;
     let flaky = env.pod("reviews-v1", Behaviour::FailEveryOther).await;
     env.service("reviews", VIP, &[&flaky]);
-    env.configure(cfg::waypoint(vec![cfg::bound("reviews", VIP, vec![with_retry(2)])], vec![]));
+    env.configure(cfg::waypoint(
+        vec![cfg::bound("reviews", VIP, vec![with_retry(2)])],
+        vec![],
+    ));
     let mut c = env.client(VIP).await;
     for i in 0..20 {
         let got = c.get("/").await;
         assert_eq!(got.status, 200, "request {i}");
     }
-    assert_eq!(flaky.hits(), 40, "each request failed once and was retried once");
+    assert_eq!(
+        flaky.hits(),
+        40,
+        "each request failed once and was retried once"
+    );
     // A POST with a small body is retried with the same body.
     let req = http::Request::post("/form")
         .body(http_body_util::Full::new(bytes::Bytes::from_static(b"a=1")))
@@ -42,7 +49,10 @@ async fn a_request_failing_every_attempt_returns_503() {
     let env = Env::new().await;
     let broken = env.pod("reviews-v1", Behaviour::Status(503)).await;
     env.service("reviews", VIP, &[&broken]);
-    env.configure(cfg::waypoint(vec![cfg::bound("reviews", VIP, vec![with_retry(2)])], vec![]));
+    env.configure(cfg::waypoint(
+        vec![cfg::bound("reviews", VIP, vec![with_retry(2)])],
+        vec![],
+    ));
     let got = env.client(VIP).await.get("/").await;
     assert_eq!(got.status, 503);
     assert_eq!(broken.hits(), 3, "first attempt and two retries");
@@ -56,16 +66,24 @@ async fn a_request_failing_every_attempt_returns_503() {
 #[tokio::test]
 async fn timeouts_answer_504() {
     let env = Env::new().await;
-    let slow = env.pod("reviews-v1", Behaviour::Slow(Duration::from_secs(5))).await;
+    let slow = env
+        .pod("reviews-v1", Behaviour::Slow(Duration::from_secs(5)))
+        .await;
     env.service("reviews", VIP, &[&slow]);
     let mut route = cfg::route("demo/slow.0", vec![], vec![]);
     route.timeout_ms = 100;
-    env.configure(cfg::waypoint(vec![cfg::bound("reviews", VIP, vec![route])], vec![]));
+    env.configure(cfg::waypoint(
+        vec![cfg::bound("reviews", VIP, vec![route])],
+        vec![],
+    ));
     let got = env.client(VIP).await.get("/").await;
     assert_eq!(got.status, 504);
     assert_eq!(got.text(), "upstream request timeout");
     assert_eq!(
-        env.metric("istio_requests_total", &[("response_code", "504"), ("response_flags", "UT")]),
+        env.metric(
+            "istio_requests_total",
+            &[("response_code", "504"), ("response_flags", "UT")]
+        ),
         Some(1.0)
     );
 }
@@ -73,7 +91,9 @@ async fn timeouts_answer_504() {
 #[tokio::test]
 async fn circuit_breaker_limits_pending_requests() {
     let env = Env::new().await;
-    let slow = env.pod("reviews-v1", Behaviour::Slow(Duration::from_millis(500))).await;
+    let slow = env
+        .pod("reviews-v1", Behaviour::Slow(Duration::from_millis(500)))
+        .await;
     env.service("reviews", VIP, &[&slow]);
     let mut bound = cfg::bound("reviews", VIP, vec![]);
     bound.circuit_breaker = Some(pb::CircuitBreaker {
@@ -90,15 +110,21 @@ async fn circuit_breaker_limits_pending_requests() {
     let mut c3 = clients.pop().expect("client");
     let mut tasks = Vec::new();
     for mut c in clients {
-        tasks.push(tokio::spawn(async move { c.get("/").await.status.as_u16() }));
+        tasks.push(tokio::spawn(
+            async move { c.get("/").await.status.as_u16() },
+        ));
     }
-    test_support::eventually("one request in flight and one pending", Duration::from_secs(10), || {
-        env.inputs
-            .circuits
-            .dump()
-            .iter()
-            .any(|c| c.active_requests == 1 && c.pending_requests == 1)
-    })
+    test_support::eventually(
+        "one request in flight and one pending",
+        Duration::from_secs(10),
+        || {
+            env.inputs
+                .circuits
+                .dump()
+                .iter()
+                .any(|c| c.active_requests == 1 && c.pending_requests == 1)
+        },
+    )
     .await;
     let got = c3.get("/").await;
     assert_eq!(got.status, 503);
@@ -106,7 +132,10 @@ async fn circuit_breaker_limits_pending_requests() {
         assert_eq!(t.await.expect("join"), 200, "admitted requests complete");
     }
     assert_eq!(
-        env.metric("istio_requests_total", &[("response_code", "503"), ("response_flags", "UO")]),
+        env.metric(
+            "istio_requests_total",
+            &[("response_code", "503"), ("response_flags", "UO")]
+        ),
         Some(1.0)
     );
     assert_eq!(slow.hits(), 2);
@@ -128,10 +157,16 @@ async fn consecutive_5xx_eject_an_endpoint_until_the_ejection_ends() {
     assert_eq!(c.get("/").await.status, 500);
     assert_eq!(c.get("/").await.status, 500);
     let ejected = c.get("/").await;
-    assert_eq!((ejected.status.as_u16(), ejected.text().as_str()), (503, "no healthy upstream"));
+    assert_eq!(
+        (ejected.status.as_u16(), ejected.text().as_str()),
+        (503, "no healthy upstream")
+    );
     assert_eq!(broken.hits(), 2, "the ejected endpoint got no request");
     assert_eq!(
-        env.metric("istio_requests_total", &[("response_code", "503"), ("response_flags", "UH")]),
+        env.metric(
+            "istio_requests_total",
+            &[("response_code", "503"), ("response_flags", "UH")]
+        ),
         Some(1.0)
     );
     // After the ejection the endpoint is tried again.
@@ -140,7 +175,10 @@ async fn consecutive_5xx_eject_an_endpoint_until_the_ejection_ends() {
         if c.get("/").await.status == 500 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "endpoint never came back");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "endpoint never came back"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(broken.hits(), 3);

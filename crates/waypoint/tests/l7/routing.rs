@@ -52,9 +52,21 @@ async fn routes_by_path_header_and_method_else_to_the_service_itself() {
             "reviews",
             VIP,
             vec![
-                cfg::route("demo/r.0", vec![cfg::prefix("/v2")], vec![cfg::backend("reviews-v2", 1)]),
-                cfg::route("demo/r.1", vec![canary, regex_and_query], vec![cfg::backend("reviews-v2", 1)]),
-                cfg::route("demo/r.2", vec![post_submit], vec![cfg::backend("reviews-v3", 1)]),
+                cfg::route(
+                    "demo/r.0",
+                    vec![cfg::prefix("/v2")],
+                    vec![cfg::backend("reviews-v2", 1)],
+                ),
+                cfg::route(
+                    "demo/r.1",
+                    vec![canary, regex_and_query],
+                    vec![cfg::backend("reviews-v2", 1)],
+                ),
+                cfg::route(
+                    "demo/r.2",
+                    vec![post_submit],
+                    vec![cfg::backend("reviews-v3", 1)],
+                ),
             ],
         )],
         vec![],
@@ -138,7 +150,11 @@ async fn header_modifiers_rewrites_and_redirects() {
         cfg::modifier(Op::Remove, "x-remove", ""),
     ];
     modify.response_headers = vec![cfg::modifier(Op::Set, "x-resp", "added")];
-    let mut rewrite = cfg::route("demo/rw.0", vec![cfg::prefix("/api")], vec![cfg::backend("reviews-v2", 1)]);
+    let mut rewrite = cfg::route(
+        "demo/rw.0",
+        vec![cfg::prefix("/api")],
+        vec![cfg::backend("reviews-v2", 1)],
+    );
     rewrite.rewrite = Some(pb::UrlRewrite {
         hostname: "internal.example".into(),
         path: Some(pb::PathRewrite {
@@ -185,15 +201,25 @@ async fn header_modifiers_rewrites_and_redirects() {
     let hits_before = v1.hits() + v2.hits();
     let got = c.get("/old/page?x=1").await;
     assert_eq!(got.status, 301);
-    assert_eq!(got.header("location"), Some("https://new.example/new/page?x=1"));
-    assert_eq!(v1.hits() + v2.hits(), hits_before, "a redirect reaches no backend");
+    assert_eq!(
+        got.header("location"),
+        Some("https://new.example/new/page?x=1")
+    );
+    assert_eq!(
+        v1.hits() + v2.hits(),
+        hits_before,
+        "a redirect reaches no backend"
+    );
 }
 
 #[tokio::test]
 async fn a_service_not_bound_to_the_waypoint_is_refused() {
     let env = Env::new().await;
     let [_v1, _v2, _v3] = three_versions(&env).await;
-    env.configure(cfg::waypoint(vec![cfg::bound("reviews", VIP, vec![])], vec![]));
+    env.configure(cfg::waypoint(
+        vec![cfg::bound("reviews", VIP, vec![])],
+        vec![],
+    ));
     let err = env
         .tunnel(VIP_V2)
         .await
@@ -201,4 +227,57 @@ async fn a_service_not_bound_to_the_waypoint_is_refused() {
     assert_eq!(err.status(), Some(http::StatusCode::NOT_FOUND), "{err}");
     // The bound one works.
     assert_eq!(env.client(VIP).await.get("/").await.text(), "reviews-v1");
+}
+
+#[tokio::test]
+async fn plain_tcp_passes_through_with_l4_policy() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = Env::new().await;
+    let db = env.pod("db-v1", Behaviour::TcpEcho).await;
+    env.service("db", VIP, &[&db]);
+    env.configure(cfg::waypoint(vec![cfg::bound("db", VIP, vec![])], vec![]));
+    let mut t = env.tunnel(VIP).await.expect("tunnel");
+    t.write_all(b"\x00\x01not http").await.expect("write");
+    let mut buf = [0u8; 10];
+    t.read_exact(&mut buf).await.expect("echo");
+    assert_eq!(&buf, b"\x00\x01not http");
+    t.shutdown().await.expect("shutdown");
+    let mut rest = Vec::new();
+    t.read_to_end(&mut rest).await.expect("eof");
+    assert!(rest.is_empty());
+    test_support::eventually(
+        "the connection is counted",
+        std::time::Duration::from_secs(10),
+        || {
+            env.metric(
+                "istio_tcp_connections_closed_total",
+                &[("reporter", "waypoint"), ("destination_workload", "db-v1")],
+            ) == Some(1.0)
+        },
+    )
+    .await;
+
+    // An ALLOW policy that only names HTTP attributes admits no TCP stream.
+    let allow_get = pb::Policy {
+        name: "demo/allow-get".into(),
+        action: pb::policy::Action::Allow as i32,
+        targets: vec![],
+        rules: vec![pb::PolicyRule {
+            from: vec![],
+            to: vec![pb::Operation {
+                methods: vec!["GET".into()],
+                ..Default::default()
+            }],
+        }],
+    };
+    env.configure(cfg::waypoint(
+        vec![cfg::bound("db", VIP, vec![])],
+        vec![allow_get],
+    ));
+    let mut t = env.tunnel(VIP).await.expect("tunnel");
+    t.write_all(b"\x00\x01not http").await.expect("write");
+    let mut out = Vec::new();
+    let read = t.read_to_end(&mut out).await;
+    assert!(out.is_empty(), "denied stream got {out:?} ({read:?})");
+    assert_eq!(db.hits(), 1, "the denied stream never reached the backend");
 }

@@ -14,7 +14,10 @@ async fn request_metrics_carry_istio_labels() {
     let env = Env::new().await;
     let v1 = env.pod("reviews-v1", Behaviour::Echo).await;
     env.service("reviews", VIP, &[&v1]);
-    env.configure(cfg::waypoint(vec![cfg::bound("reviews", VIP, vec![])], vec![]));
+    env.configure(cfg::waypoint(
+        vec![cfg::bound("reviews", VIP, vec![])],
+        vec![],
+    ));
     let mut c = env.client(VIP).await;
     for _ in 0..3 {
         assert_eq!(c.get("/").await.status, 200);
@@ -26,12 +29,18 @@ async fn request_metrics_carry_istio_labels() {
         ("request_protocol", "http"),
         ("source_workload", "sleep"),
         ("source_workload_namespace", "clients"),
-        ("source_principal", "spiffe://cluster.local/ns/clients/sa/sleep"),
+        (
+            "source_principal",
+            "spiffe://cluster.local/ns/clients/sa/sleep",
+        ),
         ("destination_service", host.as_str()),
         ("destination_service_name", "reviews"),
         ("destination_workload", "reviews-v1"),
         ("destination_workload_namespace", "demo"),
-        ("destination_principal", "spiffe://cluster.local/ns/demo/sa/reviews-v1"),
+        (
+            "destination_principal",
+            "spiffe://cluster.local/ns/demo/sa/reviews-v1",
+        ),
         ("destination_canonical_service", "reviews"),
         ("connection_security_policy", "mutual_tls"),
         ("response_flags", "-"),
@@ -42,8 +51,15 @@ async fn request_metrics_carry_istio_labels() {
         "{}",
         env.metrics_text()
     );
-    assert_eq!(env.metric("istio_request_duration_milliseconds_count", &labels), Some(3.0));
-    assert_eq!(env.metric("istio_response_bytes_sum", &labels), Some(30.0), "3 x \"reviews-v1\"");
+    assert_eq!(
+        env.metric("istio_request_duration_milliseconds_count", &labels),
+        Some(3.0)
+    );
+    assert_eq!(
+        env.metric("istio_response_bytes_sum", &labels),
+        Some(30.0),
+        "3 x \"reviews-v1\""
+    );
     assert_eq!(env.metric("istio_request_bytes_count", &labels), Some(3.0));
 }
 
@@ -52,7 +68,10 @@ async fn traceparent_is_propagated_with_a_new_span() {
     let env = Env::new().await;
     let v1 = env.pod("reviews-v1", Behaviour::Echo).await;
     env.service("reviews", VIP, &[&v1]);
-    env.configure(cfg::waypoint(vec![cfg::bound("reviews", VIP, vec![])], vec![]));
+    env.configure(cfg::waypoint(
+        vec![cfg::bound("reviews", VIP, vec![])],
+        vec![],
+    ));
     let mut c = env.client(VIP).await;
     let incoming = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
     let req = Request::get("/")
@@ -65,7 +84,11 @@ async fn traceparent_is_propagated_with_a_new_span() {
     let tp = seen.headers["traceparent"].to_str().expect("ascii");
     let (trace, span, flags) = parse_traceparent(tp).expect("valid traceparent");
     let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
-    assert_eq!(hex(&trace), "0af7651916cd43dd8448eb211c80319c", "trace id kept");
+    assert_eq!(
+        hex(&trace),
+        "0af7651916cd43dd8448eb211c80319c",
+        "trace id kept"
+    );
     assert_ne!(hex(&span), "b7ad6b7169203331", "the waypoint's own span");
     assert_eq!(flags, 1);
     assert_eq!(seen.headers["tracestate"], "vendor=abc");
@@ -73,7 +96,10 @@ async fn traceparent_is_propagated_with_a_new_span() {
 
     // Without one, the waypoint starts a trace.
     assert_eq!(c.get("/").await.status, 200);
-    let tp = v1.last_seen().headers["traceparent"].to_str().expect("ascii").to_string();
+    let tp = v1.last_seen().headers["traceparent"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
     let (trace, _, _) = parse_traceparent(&tp).expect("generated traceparent");
     assert_ne!(hex(&trace), "0af7651916cd43dd8448eb211c80319c");
 }
@@ -113,7 +139,9 @@ mod collector {
     }
 
     pub async fn start() -> (Collector, String) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let c = Collector::default();
         let svc = TraceServiceServer::new(c.clone());
@@ -138,25 +166,41 @@ mod collector {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_are_exported_over_otlp() {
     let (collector, endpoint) = collector::start().await;
-    let tracer = waypoint::telemetry::Tracer::otlp(&endpoint, "waypoint.demo".into()).expect("exporter");
+    let tracer =
+        waypoint::telemetry::Tracer::otlp(&endpoint, "waypoint.demo".into()).expect("exporter");
     let env = Env::builder().tracer(tracer.clone()).start().await;
     let v1 = env.pod("reviews-v1", Behaviour::Echo).await;
     env.service("reviews", VIP, &[&v1]);
-    env.configure(cfg::waypoint(vec![cfg::bound("reviews", VIP, vec![])], vec![]));
+    env.configure(cfg::waypoint(
+        vec![cfg::bound("reviews", VIP, vec![])],
+        vec![],
+    ));
     let req = Request::get("/traced")
-        .header("traceparent", "00-11111111111111111111111111111111-2222222222222222-01")
+        .header(
+            "traceparent",
+            "00-11111111111111111111111111111111-2222222222222222-01",
+        )
         .body(Full::default())
         .expect("req");
     assert_eq!(env.client(VIP).await.send(req).await.status, 200);
-    let sent = v1.last_seen().headers["traceparent"].to_str().expect("ascii").to_string();
+    let sent = v1.last_seen().headers["traceparent"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
     let (_, span_id, _) = parse_traceparent(&sent).expect("traceparent");
     let t = tracer.clone();
-    tokio::task::spawn_blocking(move || t.flush()).await.expect("flush");
-    test_support::eventually("the span reaches the collector", Duration::from_secs(10), || {
-        collector.spans.lock().iter().any(|s| {
-            s.trace_id == [0x11; 16] && s.parent_span_id == [0x22; 8] && s.span_id == span_id
-        })
-    })
+    tokio::task::spawn_blocking(move || t.flush())
+        .await
+        .expect("flush");
+    test_support::eventually(
+        "the span reaches the collector",
+        Duration::from_secs(10),
+        || {
+            collector.spans.lock().iter().any(|s| {
+                s.trace_id == [0x11; 16] && s.parent_span_id == [0x22; 8] && s.span_id == span_id
+            })
+        },
+    )
     .await;
     tracer.shutdown();
 }

@@ -1,0 +1,155 @@
+# Shared by up.sh, down.sh and images.sh (sourced, not run): the cluster's layout, addresses
+# and a few helpers. Every value can be overridden from the environment; up.sh records the
+# ones it used in $CLUSTER_DIR/cluster.env, and down.sh reads that file back, so a cluster
+# brought up with overrides is torn down with the same values.
+# shellcheck shell=bash disable=SC2034
+
+LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+MESH_CACHE=${MESH_CACHE:-/var/cache/ambient-mesh}
+
+# ---------------------------------------------------------------- layout
+# Everything the cluster writes lives under CLUSTER_DIR (down.sh removes it), except what the
+# node's conventions fix elsewhere: /etc/cni/net.d/<our conflist>, /opt/cni/bin (the plugins),
+# /var/run/netns/cni-* (pod network namespaces, made by containerd), /var/log/containers
+# (symlinks the kubelet makes), cgroups under /kubepods, and host networking (mesh0, cni0,
+# iptables chains, a few sysctls).
+CLUSTER_DIR=${CLUSTER_DIR:-/var/lib/ambient-mesh-cluster}
+if [[ -r $CLUSTER_DIR/cluster.env && -z ${CLUSTER_ENV_LOADED:-} ]]; then
+	# shellcheck disable=SC1091
+	source "$CLUSTER_DIR/cluster.env"
+	CLUSTER_ENV_LOADED=1
+fi
+PKI_DIR=$CLUSTER_DIR/pki
+CONF_DIR=$CLUSTER_DIR/config
+LOG_DIR=$CLUSTER_DIR/logs
+PID_DIR=$CLUSTER_DIR/pids
+HOST_STATE_DIR=$CLUSTER_DIR/host # what host prep changed, for down.sh to undo
+RUN_DIR=$CLUSTER_DIR/run         # sockets and containerd's state
+CONTAINERD_SOCK=$RUN_DIR/containerd.sock
+KUBELET_ROOT=$CLUSTER_DIR/kubelet
+KUBECONFIG_ADMIN=$CLUSTER_DIR/kubeconfig
+
+# ---------------------------------------------------------------- network
+NODE_NAME=${NODE_NAME:-mesh-node}
+# The node IP lives on a dummy interface of its own, so nothing depends on the machine's
+# uplink: the API server, the kubelet and NodePorts listen there only.
+NODE_IFACE=${NODE_IFACE:-mesh0}
+NODE_IP=${NODE_IP:-10.250.0.1}
+APISERVER_PORT=${APISERVER_PORT:-6443}
+ETCD_CLIENT_PORT=${ETCD_CLIENT_PORT:-2379}
+ETCD_PEER_PORT=${ETCD_PEER_PORT:-2380}
+SERVICE_CIDR=${SERVICE_CIDR:-10.96.0.0/16}
+SERVICE_IP=${SERVICE_IP:-10.96.0.1} # the first service IP: kubernetes.default
+CLUSTER_CIDR=${CLUSTER_CIDR:-10.244.0.0/16}
+POD_CIDR=${POD_CIDR:-10.244.0.0/24} # what kcm gives the first (only) node
+CNI_BRIDGE=${CNI_BRIDGE:-cni0}
+CNI_NETWORK=ambient-mesh-cluster
+CNI_CONF_DIR=/etc/cni/net.d
+CNI_BIN_DIR=/opt/cni/bin
+CNI_CONF_FILE=$CNI_CONF_DIR/10-$CNI_NETWORK.conflist
+APISERVER_URL=https://$NODE_IP:$APISERVER_PORT
+
+# ---------------------------------------------------------------- binaries and images
+# shellcheck source=versions.env
+source "$LIB_DIR/versions.env"
+eval "$("$LIB_DIR/build.sh" --print-env)"
+PATH=$K8S_BIN_DIR:$ETCD_BIN_DIR:$CONTAINERD_BIN_DIR:$CRICTL_BIN_DIR:$PATH
+CTR_BIN=$CONTAINERD_BIN_DIR/ctr
+CTR="$CTR_BIN --address $CONTAINERD_SOCK --namespace k8s.io"
+PAUSE_IMAGE=${PAUSE_IMAGE:-docker.io/ambient-mesh/pause:$PAUSE_VERSION}
+IMAGE_REPO=${IMAGE_REPO:-docker.io/ambient-mesh}
+IMAGES_DIR=${IMAGES_DIR:-$MESH_CACHE/images}
+MESH_IMAGES=(istiod ztunnel cni waypoint mesh-echo)
+
+# workspace_version CARGO_TOML: the version of [workspace.package].
+workspace_version() {
+	awk '/^\[/ { s = ($0 == "[workspace.package]") } s && $1 == "version" { gsub(/"/, "", $3); print $3; exit }' "$1"
+}
+
+# image_archive_name REF: docker.io/ambient-mesh/istiod:0.1.0 -> ambient-mesh-istiod-0.1.0.oci.tar
+image_archive_name() {
+	local r=${1#*/}
+	r=${r//\//-}
+	echo "${r/:/-}.oci.tar"
+}
+
+crictl_() { crictl --runtime-endpoint "unix://$CONTAINERD_SOCK" --image-endpoint "unix://$CONTAINERD_SOCK" "$@"; }
+
+containerd_running() { [[ -S $CONTAINERD_SOCK ]] && timeout 10 $CTR version >/dev/null 2>&1; }
+
+# import_archive FILE: into containerd's k8s.io namespace (unpacked for overlayfs, the CRI's
+# snapshotter), under the name in the archive's io.containerd.image.name annotation.
+import_archive() {
+	local out
+	out=$(timeout 300 $CTR images import --platform linux/amd64 "$1" 2>&1) || {
+		printf 'ctr images import %s failed:\n%s\n' "$1" "$out" >&2
+		return 1
+	}
+	printf '[images] imported %s\n' "$(basename "$1")"
+}
+
+# ---------------------------------------------------------------- processes
+# pid_of NAME: the pid in $PID_DIR/NAME.pid if that process is alive and still runs the
+# binary we started (guards against a recycled pid); prints nothing otherwise.
+pid_of() {
+	local f=$PID_DIR/$1.pid pid exe
+	[[ -f $f ]] || return 0
+	pid=$(<"$f")
+	[[ $pid =~ ^[0-9]+$ && -d /proc/$pid ]] || return 0
+	exe=$(readlink "/proc/$pid/exe" 2>/dev/null || true)
+	[[ ${exe##*/} == "$(cat "$PID_DIR/$1.exe" 2>/dev/null)" ]] && echo "$pid"
+	return 0
+}
+
+# stop_proc NAME [TIMEOUT]: SIGTERM, then SIGKILL after TIMEOUT seconds (default 10).
+stop_proc() {
+	local name=$1 t=${2:-10} pid i
+	pid=$(pid_of "$name")
+	if [[ -n $pid ]]; then
+		kill -TERM "$pid" 2>/dev/null || true
+		for ((i = 0; i < t * 10; i++)); do
+			[[ -d /proc/$pid ]] || break
+			sleep 0.1
+		done
+		if [[ -d /proc/$pid ]]; then
+			echo "  $name (pid $pid) did not stop in ${t}s: SIGKILL"
+			kill -KILL "$pid" 2>/dev/null || true
+			sleep 0.2
+		fi
+		echo "  stopped $name (pid $pid)"
+	fi
+	rm -f "$PID_DIR/$name.pid" "$PID_DIR/$name.exe"
+}
+
+# cluster_pids: the components, containerd's shims (found by our socket in their command
+# line) and every process in the pods' cgroups.
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy)
+cluster_pids() {
+	local c p
+	for c in "${COMPONENTS[@]}"; do pid_of "$c"; done
+	shim_pids
+	pod_pids
+}
+shim_pids() {
+	local p
+	for p in /proc/[0-9]*; do
+		[[ -r $p/cmdline ]] || continue
+		# The shim's command line: containerd-shim-runc-v2 -namespace k8s.io -id ... -address SOCK
+		tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -q -- "containerd-shim.* -address $CONTAINERD_SOCK\( \|$\)" &&
+			echo "${p#/proc/}"
+	done
+	return 0
+}
+pod_pids() { # processes of the pods: the kubelet puts them under /kubepods (cgroupfs driver)
+	local d=/sys/fs/cgroup/pids/kubepods
+	[[ -d $d ]] || d=/sys/fs/cgroup/kubepods
+	[[ -d $d ]] || return 0
+	find "$d" -name cgroup.procs -exec cat {} + 2>/dev/null | sort -un
+}
+cluster_rss_mib() {
+	local kb=0 p v
+	for p in $(cluster_pids | sort -u); do
+		v=$(awk '/^VmRSS:/ { print $2 }' "/proc/$p/status" 2>/dev/null) && kb=$((kb + ${v:-0}))
+	done
+	echo $((kb / 1024))
+}
