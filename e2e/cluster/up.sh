@@ -139,7 +139,12 @@ STEP="host prep: node IP"
 # A node IP of our own on a dummy interface: not loopback (the kubelet refuses it), reachable
 # from pods through cni0, and independent of the machine's uplink.
 if ! ip link show "$NODE_IFACE" >/dev/null 2>&1; then
-	ip link add "$NODE_IFACE" type dummy
+	# Kernels without CONFIG_DUMMY (this CI VM's, for one) get a veth pair whose peer stays
+	# in the host namespace, unused: with both ends up it has carrier, like a dummy.
+	if ! ip link add "$NODE_IFACE" type dummy 2>/dev/null; then
+		ip link add "$NODE_IFACE" type veth peer name "$NODE_IFACE-peer"
+		ip link set "$NODE_IFACE-peer" up
+	fi
 	touch "$HOST_STATE_DIR/created-iface"
 fi
 ip addr show dev "$NODE_IFACE" | grep -qF " $NODE_IP/" || ip addr add "$NODE_IP/32" dev "$NODE_IFACE"

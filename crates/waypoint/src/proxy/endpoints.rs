@@ -40,10 +40,7 @@ pub fn find_service(state: &ProxyState, config: &WaypointConfig, key: &str) -> O
             vip: *vip,
         });
     }
-    let (namespace, hostname) = key.split_once('/')?;
-    let s = state
-        .service_by_hostname(hostname)
-        .filter(|s| s.namespace == namespace)?;
+    let s = state.service(key)?;
     Some(ServiceRef {
         key: key.to_string(),
         hostname: s.hostname.clone(),
@@ -56,28 +53,15 @@ pub fn find_service(state: &ProxyState, config: &WaypointConfig, key: &str) -> O
 /// Every healthy endpoint of the service with VIP `vip` for service port `port`, with the
 /// target port each one maps it to.
 pub fn endpoints(state: &ProxyState, vip: IpAddr, port: u16) -> Vec<Endpoint> {
-    // `ProxyState::resolve` picks one endpoint through a callback given the candidate count;
-    // asking for each index in turn lists them all, in the state's stable order.
-    let dst = SocketAddr::new(vip, port);
-    let mut count = 0;
-    let Some(first) = state.resolve(dst, |n| {
-        count = n;
-        0
-    }) else {
-        return Vec::new();
-    };
-    let mut out = Vec::with_capacity(count);
-    out.push(Endpoint {
-        workload: first.workload,
-        target: first.target,
-    });
-    for i in 1..count {
-        if let Some(u) = state.resolve(dst, |_| i) {
-            out.push(Endpoint {
-                workload: u.workload,
-                target: u.target,
-            });
-        }
-    }
-    out
+    state
+        .service_upstreams(SocketAddr::new(vip, port))
+        .map(|(_, ups)| {
+            ups.into_iter()
+                .map(|u| Endpoint {
+                    workload: u.workload,
+                    target: u.target,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }

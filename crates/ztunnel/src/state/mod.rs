@@ -37,6 +37,8 @@ pub struct ProxyState {
     workload_by_ip: HashMap<IpAddr, String>,
     services: HashMap<String, Arc<Service>>,
     service_by_vip: HashMap<IpAddr, String>,
+    /// lower-cased hostname → service key
+    service_by_hostname: HashMap<String, String>,
     /// service key → endpoint workload uids
     endpoints: HashMap<String, BTreeSet<String>>,
     policies: BTreeMap<String, Arc<Policy>>,
@@ -102,6 +104,8 @@ impl ProxyState {
         for ip in &s.vips {
             self.service_by_vip.insert(*ip, key.clone());
         }
+        self.service_by_hostname
+            .insert(s.hostname.to_ascii_lowercase(), key.clone());
         self.services.insert(key, Arc::new(s));
     }
 
@@ -113,6 +117,14 @@ impl ProxyState {
             if self.service_by_vip.get(ip).is_some_and(|k| k == key) {
                 self.service_by_vip.remove(ip);
             }
+        }
+        let host = old.hostname.to_ascii_lowercase();
+        if self
+            .service_by_hostname
+            .get(&host)
+            .is_some_and(|k| k == key)
+        {
+            self.service_by_hostname.remove(&host);
         }
         true
     }
@@ -175,43 +187,57 @@ impl ProxyState {
             .cloned()
     }
 
+    /// Every healthy endpoint of the service at `dst` (a VIP and service port), each with the
+    /// target port it maps that port to. `None` when `dst` is not a service address or port.
+    pub fn service_upstreams(&self, dst: SocketAddr) -> Option<(Arc<Service>, Vec<Upstream>)> {
+        let svc = self.service_by_vip(dst.ip())?;
+        let key = svc.key();
+        let (_, svc_target) = svc.ports.iter().copied().find(|(p, _)| *p == dst.port())?;
+        let ups = self
+            .endpoints_of(&key)
+            .into_iter()
+            .map(|w| {
+                let target_port = w
+                    .services
+                    .get(&key)
+                    .and_then(|ps| {
+                        ps.iter()
+                            .find(|(sp, _)| *sp == dst.port())
+                            .map(|(_, tp)| *tp)
+                    })
+                    .filter(|tp| *tp != 0)
+                    .unwrap_or(if svc_target == 0 {
+                        dst.port()
+                    } else {
+                        svc_target
+                    });
+                let ip = w
+                    .ips
+                    .iter()
+                    .copied()
+                    .find(|ip| ip.is_ipv4() == dst.is_ipv4())
+                    .unwrap_or(w.ips[0]);
+                Upstream {
+                    target: SocketAddr::new(ip, target_port),
+                    workload: w,
+                    service: Some(svc.clone()),
+                }
+            })
+            .collect();
+        Some((svc, ups))
+    }
+
     /// Resolves an original destination: a service VIP picks a healthy endpoint (chosen by
     /// `pick` among the candidates), a workload IP is that workload; anything else is `None`
     /// (outside the mesh's knowledge: passthrough).
     pub fn resolve(&self, dst: SocketAddr, pick: impl FnOnce(usize) -> usize) -> Option<Upstream> {
-        if let Some(svc) = self.service_by_vip(dst.ip()) {
-            let key = svc.key();
-            let (_, svc_target) = svc.ports.iter().copied().find(|(p, _)| *p == dst.port())?;
-            let candidates = self.endpoints_of(&key);
-            if candidates.is_empty() {
+        if self.is_service_vip(dst.ip()) {
+            let (_, mut ups) = self.service_upstreams(dst)?;
+            if ups.is_empty() {
                 return None;
             }
-            let w = candidates[pick(candidates.len()) % candidates.len()].clone();
-            let target_port = w
-                .services
-                .get(&key)
-                .and_then(|ps| {
-                    ps.iter()
-                        .find(|(sp, _)| *sp == dst.port())
-                        .map(|(_, tp)| *tp)
-                })
-                .filter(|tp| *tp != 0)
-                .unwrap_or(if svc_target == 0 {
-                    dst.port()
-                } else {
-                    svc_target
-                });
-            let ip = w
-                .ips
-                .iter()
-                .copied()
-                .find(|ip| ip.is_ipv4() == dst.is_ipv4())
-                .unwrap_or(w.ips[0]);
-            return Some(Upstream {
-                target: SocketAddr::new(ip, target_port),
-                workload: w,
-                service: Some(svc),
-            });
+            let i = pick(ups.len()) % ups.len();
+            return Some(ups.swap_remove(i));
         }
         let w = self.workload_by_ip(dst.ip())?;
         Some(Upstream {
@@ -219,6 +245,11 @@ impl ProxyState {
             service: None,
             target: dst,
         })
+    }
+
+    /// A service by its key, `namespace/hostname`.
+    pub fn service(&self, key: &str) -> Option<Arc<Service>> {
+        self.services.get(key).cloned()
     }
 
     /// The waypoint an upstream must be reached through, if any: the service's waypoint when
