@@ -48,3 +48,16 @@ bench: deps ## criterion micro-benchmarks
 .PHONY: clean
 clean: ## Remove build output
 	$(CARGO) clean
+
+.PHONY: images
+images: deps ## Build the container images as OCI archives (no Docker); imported if the local cluster is up
+	$(CARGO) build --workspace --bins
+	MESH_BIN_DIR=$(BIN_DIR) e2e/cluster/images.sh
+
+.PHONY: cluster-up
+cluster-up: deps ## Start the local single-node Kubernetes cluster (root; e2e/cluster/up.sh)
+	e2e/cluster/up.sh
+
+.PHONY: cluster-down
+cluster-down: ## Stop the local cluster and remove everything it made (e2e/cluster/down.sh)
+	e2e/cluster/down.sh

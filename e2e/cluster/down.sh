@@ -33,9 +33,8 @@ problem() {
 
 # ------------------------------------------------------------------ kube-proxy, kubelet
 log "stopping kube-proxy and the kubelet"
-stop_proc kube-proxy
-# The kubelet first, so that it does not restart the pods removed below.
-stop_proc kubelet 15
+# The kubelet before the pods go, so that it does not restart them.
+stop_procs 15 kube-proxy kubelet
 
 # ------------------------------------------------------------------ pods (through the CRI)
 # Removing the sandboxes through containerd runs the CNI DEL for each (veth, IP lease, portmap
@@ -55,15 +54,20 @@ if [[ -z $(pid_of containerd) && -f $CONF_DIR/containerd.toml && -d $CLUSTER_DIR
 	done
 fi
 if containerd_running; then
-	n=$(crictl_ pods -q 2>/dev/null | wc -l)
-	log "removing $n pod sandboxes through the CRI"
-	if ((n)); then
-		crictl_ --timeout 60s stopp $(crictl_ pods -q) >/dev/null 2>&1 || true
-		crictl_ --timeout 60s rmp -fa >/dev/null 2>&1 || problem "crictl rmp -fa failed; falling back to killing the pods"
+	if sandboxes=$(crictl_ pods -q 2>/dev/null); then
+		n=$(grep -c . <<<"$sandboxes" || true)
+		log "removing $n pod sandboxes through the CRI"
+		if ((n)); then
+			# shellcheck disable=SC2086
+			crictl_ --timeout 60s stopp $sandboxes >/dev/null 2>&1 || true
+			crictl_ --timeout 60s rmp -fa >/dev/null 2>&1 || log "crictl rmp -fa failed: killing the pods' processes instead"
+		fi
+	else
+		log "crictl cannot list the pods: killing the pods' processes instead"
 	fi
 fi
 log "stopping containerd"
-stop_proc containerd 15
+stop_procs 15 containerd
 
 # ------------------------------------------------------------------ what survived containerd
 # Container processes (in the pods' cgroups) and shims outlive containerd; kill them by pid.
@@ -88,10 +92,9 @@ kill_leftovers
 
 # ------------------------------------------------------------------ control plane
 log "stopping the control plane"
-stop_proc kube-scheduler
-stop_proc kube-controller-manager
-stop_proc kube-apiserver 15
-stop_proc etcd
+stop_procs 10 kube-scheduler kube-controller-manager
+stop_procs 15 kube-apiserver
+stop_procs 10 etcd
 
 # ------------------------------------------------------------------ mounts, netns, cgroups
 # Pod network namespaces: containerd names them cni-<uuid> under /var/run/netns. Ours are the
@@ -170,7 +173,7 @@ for ipt in iptables ip6tables; do
 	# The portmap plugin's per-pod chains carry our network name in their comment; its shared
 	# CNI-HOSTPORT-* chains go once nothing else is in them.
 	save=$($ipt-save -t nat 2>/dev/null || true)
-	ours=$(grep -E -- "^-A CNI-DN-[0-9a-f]+ .*$CNI_NETWORK" <<<"$save" | awk '{ print $2 }' | sort -u | paste -sd'|' -)
+	ours=$({ grep -E -- "^-A CNI-DN-[0-9a-f]+ .*$CNI_NETWORK" <<<"$save" || true; } | awk '{ print $2 }' | sort -u | paste -sd'|' -)
 	[[ -z $ours ]] || delete_chains $ipt nat "$ours"
 	save=$($ipt-save -t nat 2>/dev/null || true)
 	if ! grep -qE -- '^-A CNI-(HOSTPORT-DNAT|HOSTPORT-SETMARK|HOSTPORT-MASQ) ' <<<"$save"; then
@@ -208,6 +211,19 @@ rm -f "$CNI_CONF_FILE" "$CNI_CONF_FILE.tmp"
 for l in /var/log/containers/*.log; do
 	[[ -L $l && $(readlink "$l") == "$CLUSTER_DIR/"* ]] && rm -f "$l"
 done
+
+# Hard-coded paths outside the work dir: gone if the first up.sh made them, else only ours.
+rm -f /var/lib/cni/results/"$CNI_NETWORK"-* 2>/dev/null || true
+if [[ -f $HOST_STATE_DIR/paths.orig ]]; then
+	for p in /run/containerd /var/lib/cni /var/lib/kubelet /var/log/containers "$CNI_CONF_DIR"; do
+		[[ -e $p ]] && ! grep -qxF "$p" "$HOST_STATE_DIR/paths.orig" || continue
+		if findmnt -rn -o TARGET | grep -qE "^$p(/|$)"; then
+			problem "mounts remain under $p: not removing it"
+		else
+			rm -rf --one-file-system "$p" || problem "cannot remove $p"
+		fi
+	done
+fi
 
 if [[ -f $HOST_STATE_DIR/sysctl.orig ]]; then
 	while IFS='=' read -r k v; do

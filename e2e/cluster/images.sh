@@ -9,12 +9,13 @@
 # `make images` builds the Rust binaries first, then runs this script.
 #
 # Each image is a single layer holding the binaries, exactly the shared libraries `ldd` lists
-# for them (and the ELF loader), plus a minimal /etc and /tmp: the Rust binaries are linked
-# dynamically against glibc, so the image needs no base. The cni image also carries Debian's
-# iptables (xtables-nft-multi with the iptables-save/-restore and ip6tables-save/-restore
-# names, its libraries and extension modules): the cni-agent execs those in pod namespaces
-# (crates/cni/src/agent/rules.rs). The pause image is upstream's build/pause/linux/pause.c
-# from the k8s.io/kubernetes module, linked with `gcc -static`.
+# for them (and the ELF loader), plus a minimal /etc and /tmp (rootfs.sh, shared with the
+# Dockerfile): the Rust binaries are linked dynamically against glibc, so the image needs no
+# base. The cni image also carries Debian's iptables (xtables-nft-multi with the
+# iptables-save/-restore and ip6tables-save/-restore names, its libraries and extension
+# modules): the cni-agent execs those in pod namespaces (crates/cni/src/agent/rules.rs).
+# The pause image is upstream's build/pause/linux/pause.c from the k8s.io/kubernetes module,
+# linked with `gcc -static`. Every image is checked by running its binaries in a chroot.
 #
 # The archive is a hand-written OCI image layout (oci-layout, index.json, blobs/sha256/...)
 # in a tar: the manifest entry of index.json carries `io.containerd.image.name` (the full
@@ -27,14 +28,13 @@
 #   IMAGE_REPO     repository prefix (default: docker.io/ambient-mesh)
 #   IMAGE_TAG      tag of the mesh images (default: the workspace version in Cargo.toml)
 #   STRIP=0        keep debug info in the binaries (default: strip --strip-debug)
+#   MESH_CACHE     the build cache (default: /var/cache/ambient-mesh)
 #   CLUSTER_DIR    the local cluster whose containerd gets the images (see up.sh)
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$SCRIPT_DIR/../.." && pwd)
 MESH_CACHE=${MESH_CACHE:-/var/cache/ambient-mesh}
-# shellcheck source=versions.env
-source "$SCRIPT_DIR/versions.env"
 # shellcheck source=lib.sh
 source "$SCRIPT_DIR/lib.sh"
 
@@ -72,85 +72,16 @@ mkdir -p "$IMAGES_DIR"
 WORK=$(mktemp -d "$IMAGES_DIR/.build.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 
-# ------------------------------------------------------------------ rootfs helpers
-
-# add_file ROOTFS SRC [DEST]: copy SRC (following symlinks) to DEST (default: the same path).
-add_file() {
-	local root=$1 src=$2 dest=${3:-$2}
-	mkdir -p "$root$(dirname "$dest")"
-	cp -L --preserve=mode "$src" "$root$dest"
-}
-
-# add_libs ROOTFS ELF...: copy every library ldd lists for the ELF files, and the loader,
-# under the path ldd prints (so /lib64/ld-linux-x86-64.so.2, the PT_INTERP of the binaries,
-# and /lib/x86_64-linux-gnu/*, a directory the loader searches without an ld.so.cache).
-add_libs() {
-	local root=$1 f lib
-	shift
-	for f in "$@"; do
-		# Lines: "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)";
-		# linux-vdso has no file. A static binary prints "not a dynamic executable" (exit 1).
-		ldd "$f" 2>/dev/null | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' |
-			while read -r lib; do
-				[[ -e $root$lib ]] || add_file "$root" "$lib"
-			done
-		if ldd "$f" 2>&1 | grep -q 'not found'; then
-			die "ldd $f: a library is missing on this machine: $(ldd "$f" 2>&1 | grep 'not found' | head -3)"
-		fi
-	done
-}
-
-# add_bin ROOTFS SRC DEST: the binary (stripped of debug info unless STRIP=0) and its libraries.
-add_bin() {
-	local root=$1 src=$2 dest=$3
-	[[ -x $src ]] || die "missing binary $src (run 'cargo build --workspace --bins' or 'make images'; MESH_BIN_DIR=$MESH_BIN_DIR)"
-	add_file "$root" "$src" "$dest"
-	if [[ $STRIP == 1 ]] && command -v strip >/dev/null; then strip --strip-debug "$root$dest"; fi
-	add_libs "$root" "$src"
-}
-
-# add_base ROOTFS: what a program expects of / beyond its libraries: /tmp, users, NSS order.
-# /etc/hosts, /etc/resolv.conf and /etc/hostname are mounted by the kubelet.
-add_base() {
-	local root=$1
-	mkdir -p "$root/etc" "$root/tmp" "$root/var/run" "$root/proc" "$root/sys" "$root/dev"
-	chmod 1777 "$root/tmp"
-	printf 'root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n' >"$root/etc/passwd"
-	printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
-	printf 'passwd: files\ngroup: files\nhosts: files dns\n' >"$root/etc/nsswitch.conf"
-}
-
-# add_iptables ROOTFS: Debian's nft-backed iptables under the names the cni-agent execs.
-add_iptables() {
-	local root=$1 multi name mod_dir
-	multi=$(readlink -f /usr/sbin/xtables-nft-multi 2>/dev/null || true)
-	[[ -x $multi ]] || die "the cni image needs Debian's iptables (xtables-nft-multi); apt-get install iptables"
-	add_file "$root" "$multi" /usr/sbin/xtables-nft-multi
-	add_libs "$root" "$multi"
-	for name in iptables iptables-save iptables-restore ip6tables ip6tables-save ip6tables-restore \
-		iptables-nft iptables-nft-save iptables-nft-restore ip6tables-nft ip6tables-nft-save ip6tables-nft-restore; do
-		ln -sf xtables-nft-multi "$root/usr/sbin/$name"
-	done
-	# Match and target extensions are dlopen'ed from here (ldd does not list them).
-	mod_dir=$(dirname "$(ldd "$multi" | awk '/libxtables/ { print $3 }')")/xtables
-	[[ -d $mod_dir ]] || die "no iptables extension directory at $mod_dir"
-	mkdir -p "$root$mod_dir"
-	cp -L "$mod_dir"/*.so "$root$mod_dir/"
-	add_libs "$root" "$mod_dir"/*.so
-	# Protocol and service names for "-p tcp" and friends.
-	for name in /etc/protocols /etc/services /etc/ethertypes; do
-		[[ -f $name ]] && add_file "$root" "$name"
-	done
-	return 0
-}
+# ------------------------------------------------------------------ rootfs
+# The mesh images' root filesystems come from rootfs.sh, which the Dockerfile uses too.
 
 # build_pause ROOTFS: upstream's pause.c from the Kubernetes module, static.
 build_pause() {
 	local root=$1 src
 	src=$(k8s_module_dir)/build/pause/linux/pause.c
+	mkdir -p "$root"
 	[[ -f $src ]] || die "no $src"
 	command -v gcc >/dev/null || die "gcc is needed for the pause image (apt-get install gcc libc6-dev)"
-	mkdir -p "$root"
 	# As build/pause/Makefile: -Os -Wall -Werror -static, VERSION compiled in.
 	gcc -Os -Wall -Werror -static -DVERSION="v${PAUSE_VERSION}-ambient-mesh" -o "$root/pause" "$src"
 	strip "$root/pause"
@@ -270,27 +201,13 @@ build_image() {
 	ref=$(image_ref "$img")
 	out=$IMAGES_DIR/$(image_archive_name "$ref")
 	rm -rf "$root"
-	mkdir -p "$root"
-	case $img in
-	pause)
+	if [[ $img == pause ]]; then
 		build_pause "$root"
 		ep='["/pause"]'
-		;;
-	cni)
-		add_base "$root"
-		add_bin "$root" "$MESH_BIN_DIR/cni-agent" /usr/local/bin/cni-agent
-		# The agent copies mesh-cni, found beside itself, into the node's CNI bin dir, where
-		# the container runtime runs it on the node: it must run with the node's glibc.
-		add_bin "$root" "$MESH_BIN_DIR/mesh-cni" /usr/local/bin/mesh-cni
-		add_iptables "$root"
-		ep='["/usr/local/bin/cni-agent"]'
-		;;
-	istiod | ztunnel | waypoint | mesh-echo)
-		add_base "$root"
-		add_bin "$root" "$MESH_BIN_DIR/$img" "/usr/local/bin/$img"
-		ep="[\"/usr/local/bin/$img\"]"
-		;;
-	esac
+	else
+		ep=$(STRIP=$STRIP "$SCRIPT_DIR/rootfs.sh" "$img" "$MESH_BIN_DIR" "$root") ||
+			die "$img: rootfs.sh failed (binaries from MESH_BIN_DIR=$MESH_BIN_DIR; run 'make images')"
+	fi
 	smoke_test "$img" "$root"
 	write_image "$ref" "$root" "$ep" "$out"
 	rm -rf "$root"
@@ -325,7 +242,7 @@ log "built ${#BUILT[@]} image archives in $((SECONDS - T0))s"
 if ((do_import)); then
 	if containerd_running; then
 		for f in "${BUILT[@]}"; do import_archive "$f"; done
-		"$CTR" images ls -q | grep -F -e "$IMAGE_REPO/" -e "$PAUSE_IMAGE" | sed 's/^/  imported: /'
+		$CTR images ls -q 2>/dev/null | { grep -F -e "$IMAGE_REPO/" -e "$PAUSE_IMAGE" || true; } | sed 's/^/  in containerd: /'
 	else
 		log "the local cluster's containerd is not running: not importing (up.sh imports $IMAGES_DIR/*.oci.tar)"
 	fi

@@ -73,7 +73,12 @@ image_archive_name() {
 	echo "${r/:/-}.oci.tar"
 }
 
-crictl_() { crictl --runtime-endpoint "unix://$CONTAINERD_SOCK" --image-endpoint "unix://$CONTAINERD_SOCK" "$@"; }
+# crictl against this cluster's containerd (up.sh writes the config file it reads).
+crictl_() {
+	local cfg=()
+	[[ ! -f $CONF_DIR/crictl.yaml ]] || cfg=(--config "$CONF_DIR/crictl.yaml")
+	crictl "${cfg[@]}" --runtime-endpoint "unix://$CONTAINERD_SOCK" --image-endpoint "unix://$CONTAINERD_SOCK" "$@"
+}
 
 containerd_running() { [[ -S $CONTAINERD_SOCK ]] && timeout 10 $CTR version >/dev/null 2>&1; }
 
@@ -101,24 +106,34 @@ pid_of() {
 	return 0
 }
 
-# stop_proc NAME [TIMEOUT]: SIGTERM, then SIGKILL after TIMEOUT seconds (default 10).
-stop_proc() {
-	local name=$1 t=${2:-10} pid i
-	pid=$(pid_of "$name")
-	if [[ -n $pid ]]; then
-		kill -TERM "$pid" 2>/dev/null || true
-		for ((i = 0; i < t * 10; i++)); do
-			[[ -d /proc/$pid ]] || break
-			sleep 0.1
-		done
+# stop_procs TIMEOUT NAME...: SIGTERM to all of them at once, SIGKILL to those still alive
+# after TIMEOUT seconds.
+stop_procs() {
+	local t=$1 name pid i alive
+	shift
+	local -A pids=()
+	for name in "$@"; do
+		pid=$(pid_of "$name")
+		if [[ -n $pid ]]; then
+			pids[$name]=$pid
+			kill -TERM "$pid" 2>/dev/null || true
+		fi
+	done
+	for ((i = 0; i < t * 10; i++)); do
+		alive=0
+		for pid in "${pids[@]}"; do [[ ! -d /proc/$pid ]] || alive=1; done
+		((alive)) || break
+		sleep 0.1
+	done
+	for name in "${!pids[@]}"; do
+		pid=${pids[$name]}
 		if [[ -d /proc/$pid ]]; then
 			echo "  $name (pid $pid) did not stop in ${t}s: SIGKILL"
 			kill -KILL "$pid" 2>/dev/null || true
-			sleep 0.2
 		fi
 		echo "  stopped $name (pid $pid)"
-	fi
-	rm -f "$PID_DIR/$name.pid" "$PID_DIR/$name.exe"
+	done
+	for name in "$@"; do rm -f "$PID_DIR/$name.pid" "$PID_DIR/$name.exe"; done
 }
 
 # cluster_pids: the components, containerd's shims (found by our socket in their command

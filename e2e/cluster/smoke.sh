@@ -4,7 +4,8 @@
 #  2. kubectl exec into it (the CRI streaming path) and kubectl port-forward to it both work;
 #  3. a second pod reaches the first through a ClusterIP Service (HTTP and TCP), which needs
 #     the bridge CNI, kube-proxy's iptables rules and the pod-to-pod path through cni0;
-#  4. a pod reaches the API server through kubernetes.default's ClusterIP with its token.
+#  4. a pod reaches the API server through kubernetes.default's ClusterIP;
+#  5. every mesh image runs its binaries in a pod (and the cni image its iptables).
 # Everything runs in the namespace `cluster-smoke`, deleted at the end.
 #
 #   e2e/cluster/smoke.sh
@@ -34,7 +35,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+# A namespace left by an earlier run (possibly still terminating) goes first.
+kubectl delete namespace "$NS" --ignore-not-found --wait=true --timeout=120s >/dev/null
+kubectl create namespace "$NS" >/dev/null
 log "server pod and Service ($IMAGE)"
 kubectl -n "$NS" apply -f - >/dev/null <<EOF
 apiVersion: v1
@@ -90,31 +93,62 @@ pf_pid=
 
 svc_ip=$(kubectl -n "$NS" get svc echo -o jsonpath='{.spec.clusterIP}')
 log "second pod -> Service echo ($svc_ip): HTTP and TCP"
-# run_client NAME ARGS...: a one-shot mesh-echo client pod; prints its logs, fails on non-zero.
+# run_client NAME ARGS...: a one-shot mesh-echo client pod; sets PHASE and LOGS.
 run_client() {
 	local name=$1
 	shift
 	kubectl -n "$NS" delete pod "$name" --ignore-not-found --wait=true >/dev/null
 	kubectl -n "$NS" run "$name" --image="$IMAGE" --image-pull-policy=Never --restart=Never \
 		--command -- /usr/local/bin/mesh-echo client "$@" >/dev/null
-	local phase=
+	PHASE=
+	for _ in $(seq 1 120); do
+		PHASE=$(kubectl -n "$NS" get pod "$name" -o jsonpath='{.status.phase}')
+		[[ $PHASE == Succeeded || $PHASE == Failed ]] && break
+		sleep 0.5
+	done
+	LOGS=$(kubectl -n "$NS" logs "$name" 2>&1 || true)
+}
+run_client client-http http "http://$svc_ip/"
+echo "$LOGS"
+[[ $PHASE == Succeeded ]] || fail "client-http: phase $PHASE"
+run_client client-tcp tcp "$svc_ip:9000" --message "hello through kube-proxy"
+echo "$LOGS"
+[[ $PHASE == Succeeded ]] || fail "client-tcp: phase $PHASE"
+
+log "pod -> kubernetes.default ($SERVICE_IP:443)"
+# No shell or curl in the images: the API server answers the mesh-echo TCP client's plain-text
+# request on its TLS port with a 400 (and the client exits 1 as the echo differs), which still
+# proves the DNAT to $NODE_IP:$APISERVER_PORT and the way back.
+run_client client-api tcp "$SERVICE_IP:443" --message "$(printf 'GET / HTTP/1.0\r\n\r\n')"
+grep -q "HTTP/1.0 400 Bad Request" <<<"$LOGS" || fail "no answer from the API server through $SERVICE_IP:443: $LOGS"
+echo "  answered: HTTP/1.0 400 Bad Request (Client sent an HTTP request to an HTTPS server)"
+
+log "every mesh image runs in a pod"
+# check_image NAME IMAGE COMMAND_JSON [SECURITY_CONTEXT_JSON]: a one-shot pod must succeed.
+check_image() {
+	local name=$1 image=$2 cmd=$3 sc=${4:-"{}"} phase=
+	kubectl -n "$NS" run "$name" --image="$image" --restart=Never --overrides="$(
+		printf '{"spec":{"restartPolicy":"Never","containers":[{"name":"c","image":"%s","imagePullPolicy":"Never","command":%s,"securityContext":%s}]}}' \
+			"$image" "$cmd" "$sc"
+	)" >/dev/null
 	for _ in $(seq 1 120); do
 		phase=$(kubectl -n "$NS" get pod "$name" -o jsonpath='{.status.phase}')
 		[[ $phase == Succeeded || $phase == Failed ]] && break
 		sleep 0.5
 	done
-	kubectl -n "$NS" logs "$name"
-	[[ $phase == Succeeded ]] || fail "client pod $name: phase $phase"
+	[[ $phase == Succeeded ]] || fail "$name ($image $cmd): phase $phase: $(kubectl -n "$NS" logs "$name" 2>&1 | tail -n 5)"
+	echo "  $image $cmd: ok $(kubectl -n "$NS" logs "$name" 2>&1 | head -n 1)"
 }
-run_client client-http http "http://$svc_ip/"
-run_client client-tcp tcp "$svc_ip:9000" --message "hello through kube-proxy"
-
-log "pod -> kubernetes.default ($SERVICE_IP) with its ServiceAccount token"
-# No shell or curl in the images: the API server answers the mesh-echo client's plain GET on
-# its TLS port with a 400, which still proves the DNAT to $NODE_IP:$APISERVER_PORT works.
-out=$(kubectl -n "$NS" run client-api --image="$IMAGE" --image-pull-policy=Never --restart=Never -i --rm --quiet \
-	--command -- /usr/local/bin/mesh-echo client tcp "$SERVICE_IP:443" --message "$(printf 'GET / HTTP/1.0\r\n\r\n')" 2>&1) || true
-grep -q "HTTP/1.0 400 Bad Request" <<<"$out" || fail "no answer from the API server through $SERVICE_IP:443: $out"
-echo "  answered: $(grep -m1 'HTTP/1.0 400' <<<"$out")"
+repo=${IMAGE_REPO#docker.io/}
+for img in istiod ztunnel waypoint mesh-echo; do
+	check_image "img-$img" "$repo/$img:$TAG" "[\"/usr/local/bin/$img\",\"--version\"]"
+done
+check_image img-cni-agent "$repo/cni:$TAG" '["/usr/local/bin/cni-agent","--version"]'
+check_image img-mesh-cni "$repo/cni:$TAG" '["/usr/local/bin/mesh-cni","--version"]'
+# The cni-agent runs iptables-save/-restore in pod namespaces: the image's own iptables must
+# work in a container (with NET_ADMIN, as the agent has).
+for t in iptables-save ip6tables-save; do
+	check_image "img-cni-$t" "$repo/cni:$TAG" "[\"/usr/sbin/$t\",\"-t\",\"nat\"]" '{"capabilities":{"add":["NET_ADMIN"]}}'
+done
 
 log "OK"

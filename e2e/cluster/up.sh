@@ -46,7 +46,7 @@ trap on_err ERR
 # ===================================================================== host prep
 STEP="host prep: packages"
 # Debian packages the cluster needs at run time (also listed in scripts/deps-debian.txt).
-HOST_PACKAGES=(runc containernetworking-plugins iptables conntrack openssl jq gcc libc6-dev binutils)
+HOST_PACKAGES=(runc containernetworking-plugins iptables conntrack openssl jq curl gcc libc6-dev binutils)
 missing=()
 for p in "${HOST_PACKAGES[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -93,6 +93,15 @@ PAUSE_IMAGE=$PAUSE_IMAGE
 IMAGE_REPO=$IMAGE_REPO
 IMAGES_DIR=$IMAGES_DIR
 EOF
+
+# Paths outside the work dir that containerd, the kubelet and libcni hard-code (shim sockets in
+# /run/containerd/s, the CNI result cache, the device-plugin socket, log symlinks): down.sh
+# removes those that did not exist before the first up.sh.
+if [[ ! -f $HOST_STATE_DIR/paths.orig ]]; then
+	for p in /run/containerd /var/lib/cni /var/lib/kubelet /var/log/containers "$CNI_CONF_DIR"; do
+		[[ ! -e $p ]] || echo "$p"
+	done >"$HOST_STATE_DIR/paths.orig"
+fi
 
 STEP="host prep: cgroups"
 for c in cpu cpuacct cpuset memory pids devices freezer; do
@@ -157,6 +166,21 @@ if [[ -z $(ip -4 route show default) ]]; then
 fi
 # iptables-nft tables present before the cluster: down.sh deletes only the others, when empty.
 [[ -f $HOST_STATE_DIR/nft-tables.orig ]] || nft list tables >"$HOST_STATE_DIR/nft-tables.orig" 2>/dev/null || true
+
+STEP="host prep: capabilities"
+# Some sandboxed machines (this CI VM) drop CAP_SYS_RESOURCE from root's bounding set: nobody
+# may then lower an oom_score_adj. runc fails every pod sandbox ("failed to update
+# /proc/self/oom_score_adj: Permission denied", seen by the kubelet as "can't get final
+# child's PID from pipe: EOF") because the CRI asks -998 for pause. There containerd must
+# clamp scores to its own (restrict_oom_score_adj) and the kubelet and kube-proxy must not try
+# -999 for themselves.
+cap_bnd=$(awk '/^CapBnd:/ { print $2 }' /proc/self/status)
+if (((16#$cap_bnd >> 24) & 1)); then
+	RESTRICT_OOM=false OWN_OOM_SCORE_ADJ=-999
+else
+	log "no CAP_SYS_RESOURCE in the bounding set: restricting oom_score_adj (containerd restrict_oom_score_adj)"
+	RESTRICT_OOM=true OWN_OOM_SCORE_ADJ=0
+fi
 
 # ===================================================================== PKI
 STEP="PKI"
@@ -240,6 +264,15 @@ write_kubeconfig "$CONF_DIR/kube-scheduler.kubeconfig" kube-scheduler system:kub
 write_kubeconfig "$CONF_DIR/kubelet.kubeconfig" kubelet "system:node:$NODE_NAME"
 write_kubeconfig "$CONF_DIR/kube-proxy.kubeconfig" kube-proxy system:kube-proxy
 export KUBECONFIG=$KUBECONFIG_ADMIN
+
+# write_if_changed FILE < content: replace FILE only when the content differs. kube-proxy
+# exits when its config file is rewritten ("content of the proxy server's configuration file
+# was updated"), so a second up.sh on a running cluster must leave identical files alone.
+write_if_changed() {
+	local f=$1
+	cat >"$f.new"
+	if cmp -s "$f.new" "$f"; then rm -f "$f.new"; else mv -f "$f.new" "$f"; fi
+}
 
 # ===================================================================== processes
 # start_proc NAME BINARY ARGS...: run in its own session, log to $LOG_DIR/NAME.log, pid in
@@ -374,7 +407,7 @@ mkdir -p "$CLUSTER_DIR/containerd" "$RUN_DIR/containerd"
 # Config version 3 (containerd 2.x). Root, state and sockets under the work dir; NRI off (it
 # would listen on /var/run/nri); runc from Debian with cgroupfs (the kubelet's driver on this
 # cgroup v1 host); the sandbox image is ours, pinned, so nothing is ever pulled for it.
-cat >"$CONF_DIR/containerd.toml" <<EOF
+write_if_changed "$CONF_DIR/containerd.toml" <<EOF
 version = 3
 root = '$CLUSTER_DIR/containerd'
 state = '$RUN_DIR/containerd'
@@ -399,12 +432,14 @@ state = '$RUN_DIR/containerd'
       sandbox = '$PAUSE_IMAGE'
   [plugins.'io.containerd.cri.v1.runtime']
     enable_selinux = false
+    restrict_oom_score_adj = $RESTRICT_OOM
     [plugins.'io.containerd.cri.v1.runtime'.containerd]
       default_runtime_name = 'runc'
       [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
         runtime_type = 'io.containerd.runc.v2'
         [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
           BinaryName = '$RUNC'
+          Root = '$RUN_DIR/runc'
           SystemdCgroup = false
     [plugins.'io.containerd.cri.v1.runtime'.cni]
       bin_dirs = ['$CNI_BIN_DIR']
@@ -414,6 +449,7 @@ state = '$RUN_DIR/containerd'
     stream_server_address = '127.0.0.1'
     stream_server_port = '0'
 EOF
+printf 'runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 30\n' "$CONTAINERD_SOCK" "$CONTAINERD_SOCK" >"$CONF_DIR/crictl.yaml"
 # containerd finds containerd-shim-runc-v2 on PATH (lib.sh puts $CONTAINERD_BIN_DIR there).
 start_proc containerd "$CONTAINERD_BIN_DIR/containerd" \
 	--config "$CONF_DIR/containerd.toml"
@@ -428,7 +464,7 @@ if [[ ! -f $pause_archive ]]; then
 	IMAGES_DIR=$IMAGES_DIR "$SCRIPT_DIR/images.sh" --no-import pause
 fi
 mesh_tag=$(workspace_version "$REPO_ROOT/Cargo.toml")
-have=$($CTR images ls -q)
+have=$($CTR images ls -q 2>/dev/null)
 for ref in "$PAUSE_IMAGE" $(for i in "${MESH_IMAGES[@]}"; do echo "$IMAGE_REPO/$i:$mesh_tag"; done); do
 	f=$IMAGES_DIR/$(image_archive_name "$ref")
 	if grep -qxF "$ref" <<<"$have"; then
@@ -447,7 +483,7 @@ STEP="CNI config"
 # (kcm allocates the first /24 of the cluster CIDR to the first node; checked below). No
 # ipMasq: pods only talk to each other and to this host (kube-proxy masquerades what needs it).
 # host-local keeps its leases under the work dir.
-cat >"$CNI_CONF_FILE.tmp" <<EOF
+write_if_changed "$CONF_DIR/$CNI_NETWORK.conflist" <<EOF
 {
   "cniVersion": "1.0.0",
   "name": "$CNI_NETWORK",
@@ -469,11 +505,12 @@ cat >"$CNI_CONF_FILE.tmp" <<EOF
   ]
 }
 EOF
-# Keep the file (and so a chained mesh-cni entry the cni-agent added) if the cluster is up.
-if [[ -f $CNI_CONF_FILE ]] && [[ -n $(pid_of kubelet) ]]; then
-	rm -f "$CNI_CONF_FILE.tmp"
-else
-	mv -f "$CNI_CONF_FILE.tmp" "$CNI_CONF_FILE"
+# Written aside, then copied in one go: containerd reloads on every write in $CNI_CONF_DIR.
+# Keep the installed file (and so a mesh-cni entry the cni-agent chained in) if the kubelet
+# is running.
+if [[ ! -f $CNI_CONF_FILE ]] || [[ -z $(pid_of kubelet) ]]; then
+	cp -f "$CONF_DIR/$CNI_NETWORK.conflist" "$CNI_CONF_DIR/.$CNI_NETWORK.tmp"
+	mv -f "$CNI_CONF_DIR/.$CNI_NETWORK.tmp" "$CNI_CONF_FILE"
 fi
 other_conf=$(find "$CNI_CONF_DIR" -maxdepth 1 \( -name '*.conf' -o -name '*.conflist' -o -name '*.json' \) ! -path "$CNI_CONF_FILE" | sort | head -n1)
 if [[ -n $other_conf && $other_conf < $CNI_CONF_FILE ]]; then
@@ -483,13 +520,14 @@ fi
 # ----------------------------------------------------------------- kubelet
 STEP="kubelet"
 mkdir -p "$CLUSTER_DIR/pod-logs"
-cat >"$CONF_DIR/kubelet.yaml" <<EOF
+write_if_changed "$CONF_DIR/kubelet.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 # cgroup v1 host: 1.35+ refuses to start on v1 unless told otherwise.
 failCgroupV1: false
 cgroupDriver: cgroupfs
 failSwapOn: false
+oomScoreAdj: $OWN_OOM_SCORE_ADJ
 containerRuntimeEndpoint: unix://$CONTAINERD_SOCK
 imageServiceEndpoint: unix://$CONTAINERD_SOCK
 address: $NODE_IP
@@ -542,12 +580,13 @@ READY_AT=$(elapsed)
 
 # ----------------------------------------------------------------- kube-proxy
 STEP="kube-proxy"
-cat >"$CONF_DIR/kube-proxy.yaml" <<EOF
+write_if_changed "$CONF_DIR/kube-proxy.yaml" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 clientConnection:
   kubeconfig: $CONF_DIR/kube-proxy.kubeconfig
 mode: iptables
+oomScoreAdj: $OWN_OOM_SCORE_ADJ
 hostnameOverride: $NODE_NAME
 clusterCIDR: $CLUSTER_CIDR
 bindAddress: $NODE_IP

@@ -113,7 +113,7 @@ fn a_namespace_is_found_by_its_address() {
     let handle = Netns::open(&ns.path).expect("open");
     assert!(handle.addresses().expect("addresses").contains(&ip));
 
-    let found = netns::find_by_ip(&[ip], Path::new("/var/run/netns"), false).expect("found");
+    let found = netns::find_by_ip(&[ip], Path::new("/var/run/netns"), None).expect("found");
     assert_eq!(found.inode(), ns.inode());
 
     // Through a process living in the namespace, with no named namespaces to look at.
@@ -131,7 +131,7 @@ fn a_namespace_is_found_by_its_address() {
             std::fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| m.ino() == ns.inode())
         },
     );
-    let by_proc = netns::find_by_ip(&[ip], empty.path(), true);
+    let by_proc = netns::find_by_ip(&[ip], empty.path(), Some(Path::new("/proc")));
     let _ = sleeper.kill();
     let _ = sleeper.wait();
     let by_proc = by_proc.expect("found through /proc");
@@ -143,5 +143,5 @@ fn a_namespace_is_found_by_its_address() {
     );
 
     let absent: IpAddr = "192.0.2.213".parse().expect("ip");
-    assert!(netns::find_by_ip(&[absent], Path::new("/var/run/netns"), false).is_none());
+    assert!(netns::find_by_ip(&[absent], Path::new("/var/run/netns"), None).is_none());
 }

@@ -104,26 +104,10 @@ fn parse_document(mut doc: Value, n: usize, out: &mut Parsed) {
     }
     let key = provisional_key(&kind, map);
     match to_object(&api_version, &kind, doc) {
-        Ok(Some(mut obj)) => {
-            let meta = obj.metadata_mut();
-            if meta.name.as_deref().unwrap_or("").is_empty() {
-                out.errors
-                    .push(doc_error(n, None, &format!("{kind} has no metadata.name")));
-                return;
-            }
-            if !obj.is_cluster_scoped() {
-                let meta = obj.metadata_mut();
-                if meta.namespace.as_deref().unwrap_or("").is_empty() {
-                    meta.namespace = Some(DEFAULT_NAMESPACE.to_string());
-                }
-            }
-            if let Object::Pod(pod) = &mut obj
-                && pod.metadata.uid.as_deref().unwrap_or("").is_empty()
-            {
-                pod.metadata.uid = Some(crate::enrol::pod_uid(pod));
-            }
-            out.objects.push(obj);
-        }
+        Ok(Some(mut obj)) => match normalize(&mut obj) {
+            Ok(()) => out.objects.push(obj),
+            Err(reason) => out.errors.push(doc_error(n, None, &reason)),
+        },
         Ok(None) => out.ignored.push(format!("{api_version}/{kind}")),
         Err(reason) => out.errors.push(DocumentError {
             document: Some(n),
@@ -131,6 +115,48 @@ fn parse_document(mut doc: Value, n: usize, out: &mut Parsed) {
             reason,
         }),
     }
+}
+
+/// Converts one object as the API server (a watch, an admission request) sends it, exactly as a
+/// manifest document is converted: `Ok(None)` for kinds the mesh does not read, `Err` with the
+/// reason when the object is not valid.
+pub fn parse_object(mut doc: Value) -> Result<Option<Object>, String> {
+    strip_nulls(&mut doc);
+    let field = |name: &str| {
+        doc.get(name)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let (api_version, kind) = (field("apiVersion"), field("kind"));
+    if api_version.is_empty() || kind.is_empty() {
+        return Err("missing apiVersion or kind".into());
+    }
+    let Some(mut obj) = to_object(&api_version, &kind, doc)? else {
+        return Ok(None);
+    };
+    normalize(&mut obj)?;
+    Ok(Some(obj))
+}
+
+/// Checks the name and fills in what a manifest may leave out: the namespace of namespaced
+/// objects (`default`) and the uid of pods.
+fn normalize(obj: &mut Object) -> Result<(), String> {
+    let kind = obj.kind();
+    let cluster_scoped = obj.is_cluster_scoped();
+    let meta = obj.metadata_mut();
+    if meta.name.as_deref().unwrap_or("").is_empty() {
+        return Err(format!("{kind} has no metadata.name"));
+    }
+    if !cluster_scoped && meta.namespace.as_deref().unwrap_or("").is_empty() {
+        meta.namespace = Some(DEFAULT_NAMESPACE.to_string());
+    }
+    if let Object::Pod(pod) = obj
+        && pod.metadata.uid.as_deref().unwrap_or("").is_empty()
+    {
+        pod.metadata.uid = Some(crate::enrol::pod_uid(pod));
+    }
+    Ok(())
 }
 
 /// Converts one document of a known kind; `Ok(None)` for kinds the mesh does not read.
@@ -143,6 +169,7 @@ fn to_object(api_version: &str, kind: &str, doc: Value) -> Result<Option<Object>
         ("", kind::NAMESPACE) => typed(doc, Object::Namespace, version, &["v1"])?,
         ("", kind::POD) => typed(doc, Object::Pod, version, &["v1"])?,
         ("", kind::SERVICE) => typed(doc, Object::Service, version, &["v1"])?,
+        ("", kind::NODE) => typed(doc, Object::Node, version, &["v1"])?,
         (SECURITY_GROUP, kind::AUTHORIZATION_POLICY) => typed(
             doc,
             Object::AuthorizationPolicy,
@@ -153,6 +180,9 @@ fn to_object(api_version: &str, kind: &str, doc: Value) -> Result<Option<Object>
             typed(doc, Object::PeerAuthentication, version, &["v1", "v1beta1"])?
         }
         (GATEWAY_GROUP, kind::GATEWAY) => typed(doc, Object::Gateway, version, &["v1", "v1beta1"])?,
+        (GATEWAY_GROUP, kind::GATEWAY_CLASS) => {
+            typed(doc, Object::GatewayClass, version, &["v1", "v1beta1"])?
+        }
         (GATEWAY_GROUP, kind::HTTP_ROUTE) => {
             typed(doc, Object::HttpRoute, version, &["v1", "v1beta1"])?
         }
@@ -185,7 +215,7 @@ fn typed<T: DeserializeOwned>(
 fn provisional_key(kind: &str, map: &serde_json::Map<String, Value>) -> Option<ObjectKey> {
     let meta = map.get("metadata")?.as_object()?;
     let name = meta.get("name")?.as_str()?.to_string();
-    let namespace = if kind == kind::NAMESPACE {
+    let namespace = if kind::is_cluster_scoped(kind) {
         String::new()
     } else {
         meta.get("namespace")

@@ -4,11 +4,12 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use serde::Serialize;
 
 use crate::objects::{
-    AuthorizationPolicy, Gateway, GrpcRoute, HttpRoute, Object, ObjectKey, PeerAuthentication, kind,
+    AuthorizationPolicy, Gateway, GatewayClass, GrpcRoute, HttpRoute, Object, ObjectKey,
+    PeerAuthentication, kind,
 };
 use crate::parse::parse_manifests;
 
@@ -95,7 +96,16 @@ impl Snapshot {
         }
     }
 
+    /// The pod `namespace/name`.
+    pub fn pod(&self, namespace: &str, name: &str) -> Option<&Pod> {
+        match self.objects.get(&ObjectKey::new(kind::POD, namespace, name)) {
+            Some(Object::Pod(pod)) => Some(pod),
+            _ => None,
+        }
+    }
+
     kind_iter!(namespaces, Namespace, Namespace);
+    kind_iter!(nodes, Node, Node);
     kind_iter!(pods, Pod, Pod);
     kind_iter!(services, Service, Service);
     kind_iter!(
@@ -105,6 +115,7 @@ impl Snapshot {
     );
     kind_iter!(peer_authentications, PeerAuthentication, PeerAuthentication);
     kind_iter!(gateways, Gateway, Gateway);
+    kind_iter!(gateway_classes, GatewayClass, GatewayClass);
     kind_iter!(http_routes, HttpRoute, HttpRoute);
     kind_iter!(grpc_routes, GrpcRoute, GrpcRoute);
 }

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let args = meshctl::cli::Args::parse();
     meshctl::app::main(args)
 }

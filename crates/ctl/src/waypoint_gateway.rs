@@ -3,9 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use mesh_config::WAYPOINT_FOR;
+use mesh_config::enrol::USE_WAYPOINT_NAMESPACE;
+use mesh_config::k8s_openapi::api::core::v1::Pod;
 use mesh_config::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use mesh_config::objects::{GATEWAY_GROUP, Gateway, GatewaySpec, Listener, WAYPOINT_GATEWAY_CLASS};
+use mesh_config::{Object, Snapshot, WAYPOINT_FOR, use_waypoint};
 
 /// Name of the waypoint listener.
 pub const MESH_LISTENER: &str = "mesh";
@@ -118,6 +120,64 @@ pub fn traffic_type(gw: &Gateway) -> TrafficType {
 /// The waypoint Gateway as a YAML manifest.
 pub fn to_yaml(gw: &Gateway) -> Result<String, serde_saphyr::SerializeError> {
     serde_saphyr::to_string(gw)
+}
+
+/// Label Istio puts on the pods of a Gateway's deployment.
+pub const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
+
+/// The waypoint `(namespace, name)` an object's `istio.io/use-waypoint` names: `Some(None)` for
+/// the opt-out `none`, `None` without the label. A Namespace's own namespace is its name.
+pub fn waypoint_ref(obj: &Object) -> Option<Option<(String, String)>> {
+    let meta = obj.metadata();
+    let name = use_waypoint(meta)?;
+    let Some(name) = name else {
+        return Some(None);
+    };
+    let own_ns = match obj {
+        Object::Namespace(_) => meta.name.clone().unwrap_or_default(),
+        _ => meta.namespace.clone().unwrap_or_default(),
+    };
+    let ns = meta
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(USE_WAYPOINT_NAMESPACE))
+        .cloned()
+        .unwrap_or(own_ns);
+    Some(Some((ns, name.to_string())))
+}
+
+/// Namespaces, Services and Pods whose `istio.io/use-waypoint` names the waypoint `ns/name`.
+pub fn waypoint_users(snap: &Snapshot, ns: &str, name: &str) -> Vec<String> {
+    snap.objects
+        .iter()
+        .filter(|(_, obj)| matches!(obj, Object::Namespace(_) | Object::Service(_) | Object::Pod(_)))
+        .filter(|(_, obj)| {
+            waypoint_ref(obj).flatten().is_some_and(|(n, w)| n == ns && w == name)
+        })
+        .map(|(key, _)| key.to_string())
+        .collect()
+}
+
+/// Whether a pod reports the condition `Ready=True`.
+pub fn pod_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// The pods of the waypoint `ns/name` (label `gateway.networking.k8s.io/gateway-name`).
+pub fn waypoint_pods<'a>(snap: &'a Snapshot, ns: &str, name: &str) -> Vec<&'a Pod> {
+    snap.pods()
+        .filter(|p| p.metadata.namespace.as_deref() == Some(ns))
+        .filter(|p| {
+            p.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(GATEWAY_NAME_LABEL))
+                .is_some_and(|v| v == name)
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -7,6 +7,13 @@
 //! - `GET /debug/xds`: JSON with the store's resources and the connected clients (subscriptions,
 //!   last ACKed version, last NACK).
 //! - `GET /debug/config_dump`: the running configuration (flags) as JSON.
+//! - `GET /debug/waypoints`: JSON list of every waypoint's status (what a Kubernetes controller
+//!   would write into `Gateway.status`): `namespace`, `name`, `resource` (the Waypoint xDS
+//!   resource, or null), `waypoint_for`, `address` {`hostname`, `hbone_port`, `service_found`,
+//!   `ready_endpoints`}, `conditions` [{`type`: Accepted|Programmed, `status`: True|False,
+//!   `reason`, `message`}], `bound_services`, `bound_workloads`, `refused`, `routes`,
+//!   `policies`, `issues`. Waypoints named by `istio.io/use-waypoint` without a Gateway are
+//!   listed with `Accepted=False` (reason `GatewayNotFound`).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -105,9 +112,11 @@ fn handle(state: &DebugState, req: &Request<Incoming>) -> Response<Full<Bytes>> 
         "/debug/config_issues" => json_response(&json!(state.status.issues())),
         "/debug/xds" => json_response(&xds_status(state)),
         "/debug/config_dump" => json_response(&state.config),
+        "/debug/waypoints" => json_response(&json!(state.status.waypoints())),
         _ => text(
             StatusCode::NOT_FOUND,
-            "endpoints: /ready /metrics /debug/config_issues /debug/xds /debug/config_dump\n"
+            "endpoints: /ready /metrics /debug/config_issues /debug/xds /debug/config_dump \
+             /debug/waypoints\n"
                 .into(),
         ),
     }
@@ -121,6 +130,7 @@ fn xds_status(state: &DebugState) -> Value {
         "resources": {
             type_url::ADDRESS: store.names(type_url::ADDRESS).len(),
             type_url::AUTHORIZATION: store.names(type_url::AUTHORIZATION).len(),
+            type_url::WAYPOINT: store.names(type_url::WAYPOINT).len(),
         },
         "clients": state.xds.clients().iter().map(client_json).collect::<Vec<_>>(),
     })

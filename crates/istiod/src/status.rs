@@ -6,7 +6,7 @@ use mesh_config::ConfigIssue;
 use parking_lot::RwLock;
 use serde::Serialize;
 
-use crate::model::ModelIssue;
+use crate::model::{ModelIssue, WaypointStatus};
 
 /// One reported problem, as `/debug/config_issues` lists it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -44,6 +44,7 @@ pub struct Projected {
     pub workloads: usize,
     pub services: usize,
     pub authorizations: usize,
+    pub waypoints: usize,
     /// Store-wide xDS version after the projection.
     pub store_version: u64,
 }
@@ -54,6 +55,7 @@ pub struct ControlPlaneStatus {
     ready: AtomicBool,
     issues: RwLock<Vec<IssueView>>,
     projected: RwLock<Projected>,
+    waypoints: RwLock<Vec<WaypointStatus>>,
 }
 
 impl ControlPlaneStatus {
@@ -70,8 +72,18 @@ impl ControlPlaneStatus {
         self.projected.read().clone()
     }
 
+    /// The status of every waypoint (and of waypoints named but missing).
+    pub fn waypoints(&self) -> Vec<WaypointStatus> {
+        self.waypoints.read().clone()
+    }
+
     /// Records a projection; returns the issues not reported by the previous one.
-    pub(crate) fn record(&self, projected: Projected, issues: Vec<IssueView>) -> Vec<IssueView> {
+    pub(crate) fn record(
+        &self,
+        projected: Projected,
+        issues: Vec<IssueView>,
+        waypoints: Vec<WaypointStatus>,
+    ) -> Vec<IssueView> {
         let new = {
             let old = self.issues.read();
             issues
@@ -82,6 +94,7 @@ impl ControlPlaneStatus {
         };
         *self.issues.write() = issues;
         *self.projected.write() = projected;
+        *self.waypoints.write() = waypoints;
         self.ready.store(true, Ordering::Release);
         new
     }

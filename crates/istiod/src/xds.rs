@@ -10,6 +10,7 @@ use std::time::Duration;
 use mesh_config::Snapshot;
 use mesh_proto::proto::security::Authorization;
 use mesh_proto::proto::type_url;
+use mesh_proto::proto::waypoint::Waypoint;
 use mesh_proto::proto::workload::{Address, Service, Workload, address};
 use mesh_proto::xds::ResourceStore;
 use prost::Message;
@@ -17,7 +18,10 @@ use prost_types::Any;
 use tokio::sync::watch;
 
 use crate::metrics::Metrics;
-use crate::model::{Model, ModelConfig, authorization_resource_name, service_resource_name};
+use crate::model::{
+    Model, ModelConfig, authorization_resource_name, service_resource_name,
+    waypoint_resource_name,
+};
 use crate::status::{ControlPlaneStatus, IssueView, Projected};
 
 /// How configuration changes are coalesced before the model is recomputed.
@@ -72,10 +76,16 @@ impl Projector {
             .iter()
             .map(|a| (authorization_resource_name(a), authorization_any(a)))
             .collect();
+        let waypoints: Vec<(String, Any)> = model
+            .waypoints
+            .iter()
+            .map(|w| (waypoint_resource_name(w), waypoint_any(w)))
+            .collect();
         let mut version = self.store.version();
         for (type_url, resources) in [
             (type_url::ADDRESS, addresses),
             (type_url::AUTHORIZATION, authorizations),
+            (type_url::WAYPOINT, waypoints),
         ] {
             let next = self.store.replace_all(type_url, resources);
             if next != version {
@@ -99,6 +109,7 @@ impl Projector {
             workloads: model.workloads.len(),
             services: model.services.len(),
             authorizations: model.authorizations.len(),
+            waypoints: model.waypoints.len(),
             store_version: version,
         };
         tracing::info!(
@@ -106,11 +117,15 @@ impl Projector {
             workloads = projected.workloads,
             services = projected.services,
             authorizations = projected.authorizations,
+            waypoints = projected.waypoints,
             version,
             issues = issues.len(),
             "configuration projected"
         );
-        for issue in self.status.record(projected, issues) {
+        for issue in self
+            .status
+            .record(projected, issues, model.waypoint_status.clone())
+        {
             tracing::warn!(
                 file = issue.file.as_deref().unwrap_or("-"),
                 object = issue.object.as_deref().unwrap_or("-"),
@@ -171,6 +186,12 @@ pub fn service_any(s: &Service) -> Any {
 
 pub fn authorization_any(a: &Authorization) -> Any {
     any(type_url::AUTHORIZATION, a.encode_to_vec())
+}
+
+/// A waypoint's L7 configuration. Its lists are built in a fixed order (sorted services,
+/// routes in precedence order, sorted policies), so equal configurations encode equally.
+pub fn waypoint_any(w: &Waypoint) -> Any {
+    any(type_url::WAYPOINT, w.encode_to_vec())
 }
 
 #[cfg(test)]

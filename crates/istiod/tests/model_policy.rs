@@ -358,7 +358,11 @@ fn waypoint_audit_and_custom_policies_are_not_sent_to_ztunnel() {
         .map(ToString::to_string)
         .collect();
     assert_eq!(keys, ["AuthorizationPolicy shop/for-waypoint"]);
-    assert!(issues_for(&m, "AuthorizationPolicy shop/for-waypoint").is_empty());
+    // Not an L4 problem: the only issue is that its target Service does not exist.
+    assert_eq!(
+        issues_for(&m, "AuthorizationPolicy shop/for-waypoint"),
+        ["targetRef Service web: the Service does not exist; not enforced"]
+    );
     assert!(
         issues_for(&m, "AuthorizationPolicy shop/audit")[0].contains("not enforced by ztunnel")
     );

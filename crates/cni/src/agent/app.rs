@@ -1,6 +1,19 @@
-//! Builds and runs the cni-agent process: the agent core, the plugin socket, the plugin's
-//! installation, and the loop that reconciles on configuration changes, ztunnel (re)connections
-//! and a periodic resync.
+//! Builds and runs the cni-agent process: the configuration source (a directory of manifests,
+//! or the API server), the agent core, the plugin socket, the plugin's installation, the loop
+//! that reconciles on configuration changes, ztunnel (re)connections and a periodic resync,
+//! and the clean-up when the process is stopped.
+//!
+//! Stopping (SIGTERM/SIGINT). Without `--cleanup-on-exit` nothing is undone. With it:
+//!
+//! - uninstall (Kubernetes mode, the agent's DaemonSet is gone or being deleted, see
+//!   [`lifecycle`]): the plugin is taken out of the CNI configuration and its binary removed,
+//!   every enrolled pod is released (redirect rules removed, ztunnel told), the redirection
+//!   annotation is removed from the node's pods, and the state files are deleted;
+//! - any other stop (an upgrade, an eviction, local mode): the plugin is taken out and its
+//!   binary removed unless `--keep-chained-on-exit`; enrolled pods keep their rules and
+//!   ztunnel keeps serving them; the next agent adopts them from its state directory. Pods
+//!   created meanwhile start without the plugin and are enrolled by that next agent, which
+//!   finds their network namespace by address.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -9,27 +22,60 @@ use anyhow::Context;
 use mesh_config::{ConfigSource, DirSource};
 use mesh_proto::zds::ZdsServerOptions;
 use serde::Serialize;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing::{info, warn};
 
 use super::cli::Args;
 use super::install::{self, InstallConfig};
+use super::k8s::annotate::{self, Annotator};
+use super::k8s::lifecycle::{self, Exit, ExitKind};
+use super::k8s::{self, KubeSource};
 use super::reconcile::{self, Agent, AgentConfig};
 use super::rules::RedirectConfig;
 use super::server::PluginServer;
+use super::state;
+
+/// Where the Pods and Namespaces come from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+enum Mode {
+    /// A directory of manifests.
+    Local { config_dir: PathBuf },
+    /// The API server.
+    Kubernetes { kubeconfig: Option<PathBuf> },
+}
+
+impl Mode {
+    fn of(args: &Args) -> anyhow::Result<Self> {
+        match (&args.config_dir, args.kubernetes) {
+            (Some(dir), false) => Ok(Mode::Local {
+                config_dir: dir.clone(),
+            }),
+            (None, true) => Ok(Mode::Kubernetes {
+                kubeconfig: args.kubeconfig.clone(),
+            }),
+            _ => anyhow::bail!(
+                "choose a configuration source: --kubernetes (the API server) or --config-dir \
+                 (local mode, a directory of manifests)"
+            ),
+        }
+    }
+}
 
 /// The effective configuration, logged at start-up.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Effective<'a> {
     node_name: &'a str,
+    mode: &'a Mode,
     install: Option<&'a InstallConfig>,
     plugin_socket: &'a PathBuf,
     zds_socket: &'a PathBuf,
     state_dir: &'a PathBuf,
-    config_dir: &'a PathBuf,
     netns_dir: &'a PathBuf,
-    scan_proc: bool,
+    proc_dir: Option<&'a PathBuf>,
+    cleanup_on_exit: bool,
+    keep_chained_on_exit: bool,
     rules: &'a RedirectConfig,
 }
 
@@ -68,6 +114,46 @@ fn install_config(args: &Args) -> anyhow::Result<InstallConfig> {
     })
 }
 
+/// SIGTERM and SIGINT.
+struct Stop {
+    term: Signal,
+    int: Signal,
+}
+
+impl Stop {
+    fn new() -> anyhow::Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
+}
+
+/// `--uninstall`: plugin, rules of the recorded pods, and with `--kubernetes` the annotations.
+async fn uninstall_now(
+    args: &Args,
+    install_cfg: &InstallConfig,
+    rules: &RedirectConfig,
+) -> anyhow::Result<()> {
+    install::uninstall(install_cfg)?;
+    let released = reconcile::release_recorded_pods(&args.state_dir, rules)?;
+    let mut annotations = 0;
+    if args.kubernetes {
+        let client = k8s::connect(args.kubeconfig.as_deref()).await?;
+        annotations = annotate::clear_node(&client, &node_name(args)?).await?;
+    }
+    state::remove_state(&args.state_dir)?;
+    info!(pods = released, annotations, "uninstalled");
+    Ok(())
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
     let rules = RedirectConfig {
         ipv6: args.ipv6,
@@ -75,57 +161,73 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let install_cfg = install_config(&args)?;
     if args.uninstall {
-        install::uninstall(&install_cfg)?;
-        let released = reconcile::release_recorded_pods(&args.state_dir, &rules)?;
-        info!(pods = released, "uninstalled");
-        return Ok(());
+        return uninstall_now(&args, &install_cfg, &rules).await;
     }
+    let mode = Mode::of(&args)?;
     let node_name = node_name(&args)?;
-    let config_dir = args.config_dir.clone().context(
-        "--config-dir is required: local mode (a directory of manifests) is the only \
-         configuration source of this agent so far",
-    )?;
+    let proc_dir = (!args.no_proc_scan).then(|| args.proc_dir.clone());
     let effective = Effective {
         node_name: &node_name,
+        mode: &mode,
         install: (!args.skip_install).then_some(&install_cfg),
         plugin_socket: &args.plugin_socket,
         zds_socket: &args.zds_socket,
         state_dir: &args.state_dir,
-        config_dir: &config_dir,
         netns_dir: &args.netns_dir,
-        scan_proc: !args.no_proc_scan,
+        proc_dir: proc_dir.as_ref(),
+        cleanup_on_exit: args.cleanup_on_exit,
+        keep_chained_on_exit: args.keep_chained_on_exit,
         rules: &rules,
     };
     info!(config = %serde_json::to_string(&effective)?, "starting cni-agent");
+    let mut stop = Stop::new()?;
 
-    let source = DirSource::start(config_dir, Duration::from_millis(args.config_poll_ms))?;
+    let (source, client): (Box<dyn ConfigSource>, Option<kube::Client>) = match &mode {
+        Mode::Local { config_dir } => {
+            let poll = Duration::from_millis(args.config_poll_ms);
+            (Box::new(DirSource::start(config_dir.clone(), poll)?), None)
+        }
+        Mode::Kubernetes { kubeconfig } => {
+            let client = k8s::connect(kubeconfig.as_deref()).await?;
+            let source = KubeSource::start(client.clone(), &node_name);
+            tokio::select! {
+                _ = wait_synced(&source) => {}
+                _ = stop.recv() => {
+                    info!("stopped before the first list of pods and namespaces");
+                    return Ok(());
+                }
+            }
+            (Box::new(source), Some(client))
+        }
+    };
     let mut config_rx = source.subscribe();
     let agent = Agent::start(
         AgentConfig {
-            node_name,
+            node_name: node_name.clone(),
             state_dir: args.state_dir.clone(),
             zds_socket: args.zds_socket.clone(),
             zds: ZdsServerOptions::default(),
             netns_dir: args.netns_dir.clone(),
-            scan_proc: !args.no_proc_scan,
+            proc_dir,
             pod_wait: Duration::from_secs(3),
-            rules,
+            rules: rules.clone(),
         },
         config_rx.clone(),
     )
     .await?;
     // Listen before chaining the plugin in, so that no pod creation finds the socket missing.
-    let _server = PluginServer::start(&args.plugin_socket, agent.clone())?;
+    let server = PluginServer::start(&args.plugin_socket, agent.clone())?;
     if !args.skip_install {
         ensure_installed(&install_cfg);
     }
     agent.reconcile().await;
+    let annotator = client.clone().map(|client| {
+        tokio::spawn(Annotator::new(client).run(source.subscribe(), agent.enrolled()))
+    });
 
     let mut zds_rx = agent.zds_status();
     let mut resync = tokio::time::interval(Duration::from_secs(args.resync_seconds.max(1)));
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
     loop {
         tokio::select! {
             changed = config_rx.changed() => {
@@ -144,17 +246,59 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     ensure_installed(&install_cfg);
                 }
             }
-            _ = term.recv() => break,
-            _ = int.recv() => break,
+            _ = stop.recv() => break,
         }
         agent.reconcile().await;
     }
     info!("shutting down");
-    if args.cleanup_on_exit && !args.skip_install {
-        install::uninstall(&install_cfg)?;
+    if let Some(task) = annotator {
+        task.abort();
     }
-    drop(agent);
+    if !args.cleanup_on_exit {
+        return Ok(());
+    }
+    let exit = match (&client, &args.pod_namespace, &args.pod_name) {
+        (Some(client), Some(ns), Some(pod)) => lifecycle::detect(client, ns, pod).await,
+        (Some(_), _, _) => Exit::restart("the agent's pod is unknown (POD_NAME, POD_NAMESPACE)"),
+        (None, _, _) => Exit::restart("local mode"),
+    };
+    info!(exit = %exit, "cleaning up");
+    let unchain = exit.kind == ExitKind::Uninstall || !args.keep_chained_on_exit;
+    if unchain && !args.skip_install {
+        // First, so that no pod creation reaches the agent any more.
+        if let Err(e) = install::uninstall(&install_cfg) {
+            warn!(error = %e, "cannot take the plugin out of the CNI configuration");
+        }
+    }
+    if exit.kind == ExitKind::Uninstall {
+        drop(server);
+        let released = agent.release_all().await;
+        let annotations = match &client {
+            Some(client) => annotate::clear_node(client, &node_name)
+                .await
+                .unwrap_or_else(|e| {
+                    warn!(error = %e, "cannot remove the redirection annotations");
+                    0
+                }),
+            None => 0,
+        };
+        drop(agent);
+        if let Err(e) = state::remove_state(&args.state_dir) {
+            warn!(error = %e, "cannot remove the state files");
+        }
+        info!(pods = released, annotations, "uninstalled from the node");
+    }
     Ok(())
+}
+
+/// Waits for the first complete snapshot, saying so while it takes long.
+async fn wait_synced(source: &KubeSource) {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), source.synced()).await {
+            Ok(()) => return,
+            Err(_) => warn!("still waiting for the API server to list pods and namespaces"),
+        }
+    }
 }
 
 fn ensure_installed(cfg: &InstallConfig) {

@@ -11,6 +11,19 @@ pub struct Args {
     /// Name of this node: pods with this `spec.nodeName` are the agent's (default: host name).
     #[arg(long, env = "NODE_NAME")]
     pub node_name: Option<String>,
+    /// Kubernetes mode: watch this node's Pods and all Namespaces on the API server (in-cluster
+    /// configuration, or --kubeconfig) and annotate enrolled pods.
+    #[arg(long, env = "MESH_CNI_KUBERNETES", conflicts_with = "config_dir")]
+    pub kubernetes: bool,
+    /// Kubernetes mode: kubeconfig file to use instead of the in-cluster configuration.
+    #[arg(long, requires = "kubernetes")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubernetes mode: the agent's own pod (downward API), to tell an uninstall from a restart.
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+    /// Kubernetes mode: namespace of the agent's own pod (downward API).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub pod_namespace: Option<String>,
     /// Directory of CNI plugin binaries, where `mesh-cni` is installed.
     #[arg(long, env = "CNI_BIN_DIR", default_value = "/opt/cni/bin")]
     pub cni_bin_dir: PathBuf,
@@ -52,18 +65,30 @@ pub struct Args {
     /// Named network namespaces searched for pods started before the agent.
     #[arg(long, env = "NETNS_DIR", default_value = "/var/run/netns")]
     pub netns_dir: PathBuf,
-    /// Do not search `/proc/*/ns/net` for pods started before the agent.
+    /// The host's `/proc` (in a container: a hostPath mount, e.g. `/host/proc`), whose
+    /// `PID/ns/net` are searched for pods started before the agent.
+    #[arg(long, env = "PROC_DIR", default_value = "/proc")]
+    pub proc_dir: PathBuf,
+    /// Do not search `<proc-dir>/*/ns/net` for pods started before the agent.
     #[arg(long, env = "NO_PROC_SCAN")]
     pub no_proc_scan: bool,
     /// Also program IPv6 rules (`ip6tables`).
     #[arg(long, env = "IPV6", default_value_t = true, action = clap::ArgAction::Set)]
     pub ipv6: bool,
-    /// Remove the plugin from the node, the redirect rules from recorded pods, and exit.
+    /// Remove the plugin from the node, the redirect rules from recorded pods (and, with
+    /// --kubernetes, the annotation from this node's pods), and exit.
     #[arg(long)]
     pub uninstall: bool,
-    /// On SIGTERM/SIGINT, take the plugin out of the CNI configuration and remove its binary.
+    /// On SIGTERM/SIGINT, clean up: on an uninstall (Kubernetes mode: the agent's DaemonSet is
+    /// gone or being deleted) everything: plugin, redirect rules, annotations, state; on any
+    /// other stop, take the plugin out of the CNI configuration and remove its binary (unless
+    /// --keep-chained-on-exit); enrolled pods stay enrolled.
     #[arg(long, env = "CLEANUP_ON_EXIT")]
     pub cleanup_on_exit: bool,
+    /// With --cleanup-on-exit: leave the plugin chained when the stop is not an uninstall, so
+    /// that pod creations on the node wait for the next agent instead of starting unenrolled.
+    #[arg(long, env = "KEEP_CHAINED_ON_EXIT")]
+    pub keep_chained_on_exit: bool,
     /// Log output format.
     #[arg(long, env = "LOG_FORMAT", default_value = "plain", value_parser = ["plain", "json"])]
     pub log_format: String,

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod desired;
 pub mod enroller;
 pub mod install;
+pub mod k8s;
 pub mod netns;
 pub mod reconcile;
 pub mod rules;

@@ -137,9 +137,14 @@ impl Netns {
     }
 }
 
-/// Candidate namespace paths: the entries of `netns_dir` and, when `scan_proc`, every
-/// `/proc/PID/ns/net`; one path per namespace, without this process's own.
-pub fn candidates(netns_dir: &Path, scan_proc: bool) -> Vec<PathBuf> {
+/// Candidate namespace paths: the entries of `netns_dir` (named namespaces, such as
+/// containerd's `cni-<uuid>` files) first, then, when `proc_dir` is given, `<proc_dir>/PID/ns/net`
+/// for every process it lists; one path per namespace, without this process's own.
+///
+/// `proc_dir` is the host's `/proc`: in a container it is usually mounted elsewhere (for example
+/// `/host/proc`), and the agent's own namespace is still recognised, through the container's
+/// `/proc/self`.
+pub fn candidates(netns_dir: &Path, proc_dir: Option<&Path>) -> Vec<PathBuf> {
     let mut seen = BTreeSet::new();
     if let Ok(own) = std::fs::metadata("/proc/self/ns/net") {
         seen.insert(own.ino());
@@ -150,13 +155,19 @@ pub fn candidates(netns_dir: &Path, scan_proc: bool) -> Vec<PathBuf> {
         named.sort();
         paths.extend(named);
     }
-    if scan_proc && let Ok(entries) = std::fs::read_dir("/proc") {
-        for e in entries.flatten() {
-            let name = e.file_name();
-            if name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
-                paths.push(e.path().join("ns/net"));
-            }
-        }
+    if let Some(proc_dir) = proc_dir
+        && let Ok(entries) = std::fs::read_dir(proc_dir)
+    {
+        let mut pids: Vec<u32> = entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect();
+        // Lowest first: a pod's sandbox (pause) process usually predates its containers.
+        pids.sort_unstable();
+        paths.extend(
+            pids.into_iter()
+                .map(|pid| proc_dir.join(pid.to_string()).join("ns/net")),
+        );
     }
     paths
         .into_iter()
@@ -169,11 +180,11 @@ pub fn candidates(netns_dir: &Path, scan_proc: bool) -> Vec<PathBuf> {
 }
 
 /// The namespace holding one of `ips`, searched among [`candidates`].
-pub fn find_by_ip(ips: &[IpAddr], netns_dir: &Path, scan_proc: bool) -> Option<Netns> {
+pub fn find_by_ip(ips: &[IpAddr], netns_dir: &Path, proc_dir: Option<&Path>) -> Option<Netns> {
     if ips.is_empty() {
         return None;
     }
-    candidates(netns_dir, scan_proc)
+    candidates(netns_dir, proc_dir)
         .into_iter()
         .find_map(|path| {
             let ns = Netns::open(&path).ok()?;
@@ -199,5 +210,24 @@ mod tests {
             Netns::open_expecting(Path::new("/proc/self/ns/net"), Some(want + 1)),
             Err(NetnsError::Changed { .. })
         ));
+    }
+
+    #[test]
+    fn candidates_come_from_the_given_proc_dir_without_our_own() {
+        // A fake proc dir holding "processes" whose ns/net files are not namespaces, and one
+        // symlink to our own namespace: none of them is a candidate, and nothing is read from
+        // the real /proc.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let own = dir.path().join("7/ns");
+        std::fs::create_dir_all(&own).expect("mkdir");
+        std::os::unix::fs::symlink("/proc/self/ns/net", own.join("net")).expect("symlink");
+        let other = dir.path().join("12/ns");
+        std::fs::create_dir_all(&other).expect("mkdir");
+        std::fs::write(other.join("net"), b"").expect("write");
+        std::fs::create_dir_all(dir.path().join("self")).expect("mkdir");
+        let netns_dir = tempfile::tempdir().expect("tempdir");
+        let found = candidates(netns_dir.path(), Some(dir.path()));
+        assert_eq!(found, vec![dir.path().join("12/ns/net")]);
+        assert!(candidates(netns_dir.path(), None).is_empty());
     }
 }

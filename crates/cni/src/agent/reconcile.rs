@@ -36,8 +36,8 @@ pub struct AgentConfig {
     pub zds: ZdsServerOptions,
     /// Directory of named network namespaces searched for pods started before the agent.
     pub netns_dir: PathBuf,
-    /// Also search `/proc/*/ns/net`.
-    pub scan_proc: bool,
+    /// The host's `/proc`, whose `PID/ns/net` are searched too (`None`: not searched).
+    pub proc_dir: Option<PathBuf>,
     /// How long a CNI ADD waits for its pod to show up in the configuration.
     pub pod_wait: Duration,
     pub rules: RedirectConfig,
@@ -51,11 +51,15 @@ pub enum AgentError {
     Zds(#[from] ZdsError),
 }
 
+/// The enrolled pods and the uid each is enrolled with.
+pub type EnrolledPods = BTreeMap<PodKey, String>;
+
 pub struct Agent {
     cfg: AgentConfig,
     enroller: Enroller,
     config: watch::Receiver<Arc<Snapshot>>,
     inner: Mutex<Inner>,
+    enrolled: watch::Sender<EnrolledPods>,
 }
 
 struct Inner {
@@ -134,6 +138,7 @@ impl Agent {
                 store,
                 pending: BTreeMap::new(),
             }),
+            enrolled: watch::Sender::new(EnrolledPods::new()),
         });
         agent.persist(&*agent.inner.lock().await);
         Ok(agent)
@@ -142,6 +147,12 @@ impl Agent {
     /// ztunnel's connection status.
     pub fn zds_status(&self) -> watch::Receiver<ZdsStatus> {
         self.enroller.zds.status()
+    }
+
+    /// The enrolled pods, updated after every change (whether made by a reconciliation or by
+    /// the CNI plugin).
+    pub fn enrolled(&self) -> watch::Receiver<EnrolledPods> {
+        self.enrolled.subscribe()
     }
 
     /// The status as published in `status.json`.
@@ -409,11 +420,42 @@ impl Agent {
         self.persist(&inner);
     }
 
+    /// Releases every enrolled pod (rules removed, ztunnel told) and forgets them, for an
+    /// uninstall. A pod whose recorded namespace path is gone (a `/proc/PID` path whose process
+    /// exited, say) is looked up again by its addresses. Returns how many pods were released.
+    pub async fn release_all(&self) -> usize {
+        let mut inner = self.inner.lock().await;
+        let mut released = 0;
+        let records: Vec<(PodKey, PodRecord)> = inner
+            .store
+            .pods
+            .iter()
+            .map(|(k, r)| (k.clone(), r.clone()))
+            .collect();
+        for (key, rec) in records {
+            let Some(en) = &rec.enrolled else {
+                continue;
+            };
+            let ns = match open_recorded(&rec) {
+                Some(Ok(ns)) => Some(ns),
+                _ => self.find_netns(&rec.ips).await,
+            };
+            match self.enroller.release(&en.uid, ns.map(Arc::new)).await {
+                Ok(()) => released += 1,
+                Err(e) => warn!(pod = %key, error = %e, "release incomplete"),
+            }
+        }
+        inner.store.pods.clear();
+        inner.pending.clear();
+        self.persist(&inner);
+        released
+    }
+
     async fn find_netns(&self, ips: &[std::net::IpAddr]) -> Option<Netns> {
         let ips = ips.to_vec();
         let dir = self.cfg.netns_dir.clone();
-        let scan_proc = self.cfg.scan_proc;
-        tokio::task::spawn_blocking(move || netns::find_by_ip(&ips, &dir, scan_proc))
+        let proc_dir = self.cfg.proc_dir.clone();
+        tokio::task::spawn_blocking(move || netns::find_by_ip(&ips, &dir, proc_dir.as_deref()))
             .await
             .ok()
             .flatten()
@@ -456,6 +498,19 @@ impl Agent {
     /// Saves the records and publishes the status; failures are logged (the next change
     /// retries).
     fn persist(&self, inner: &Inner) {
+        let enrolled: EnrolledPods = inner
+            .store
+            .pods
+            .iter()
+            .filter_map(|(k, r)| Some((k.clone(), r.enrolled.as_ref()?.uid.clone())))
+            .collect();
+        self.enrolled.send_if_modified(|cur| {
+            let changed = *cur != enrolled;
+            if changed {
+                *cur = enrolled;
+            }
+            changed
+        });
         if let Err(e) = inner.store.save() {
             warn!(error = %e, "cannot save pod records");
         }

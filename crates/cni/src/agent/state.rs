@@ -215,6 +215,23 @@ pub fn read_status(state_dir: &Path) -> Result<Status, StateError> {
     serde_json::from_slice(&bytes).map_err(|source| StateError::Parse { path, source })
 }
 
+/// Removes the agent's files from `state_dir` (records, status, the emptied backup directory of
+/// the installation) and the directory itself when nothing else is left in it, for an uninstall.
+pub fn remove_state(state_dir: &Path) -> Result<(), StateError> {
+    for name in [PODS_FILE, STATUS_FILE] {
+        let path = state_dir.join(name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => return Err(StateError::Io { path, source }),
+        }
+    }
+    // Not empty (sockets of a component still running, files of others): leave it.
+    let _ = std::fs::remove_dir(state_dir.join("install"));
+    let _ = std::fs::remove_dir(state_dir);
+    Ok(())
+}
+
 /// Seconds since the Unix epoch.
 pub fn now_unix() -> u64 {
     std::time::SystemTime::now()
@@ -275,6 +292,26 @@ mod tests {
             again.pods.get(&PodKey::new("shop", "cart-0")),
             Some(&record)
         );
+    }
+
+    #[test]
+    fn removing_the_state_leaves_other_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().join("state");
+        let store = StateStore::load(&state).expect("load");
+        store.save().expect("save");
+        store.write_status(&Status::default()).expect("status");
+        std::fs::write(state.join("agent.sock"), b"").expect("write");
+        remove_state(&state).expect("remove");
+        let left: Vec<String> = std::fs::read_dir(&state)
+            .expect("dir kept")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, ["agent.sock"]);
+        std::fs::remove_file(state.join("agent.sock")).expect("rm");
+        remove_state(&state).expect("remove again");
+        assert!(!state.exists());
     }
 
     #[test]

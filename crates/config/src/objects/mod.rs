@@ -2,14 +2,16 @@
 //! and the mesh's own serde types for the Istio security CRDs and the Gateway API.
 
 mod gateway;
+mod gateway_class;
 mod security;
 
 pub use gateway::*;
+pub use gateway_class::*;
 pub use security::*;
 
 use std::fmt;
 
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 /// Kind names, as written in manifests.
@@ -17,11 +19,18 @@ pub mod kind {
     pub const NAMESPACE: &str = "Namespace";
     pub const POD: &str = "Pod";
     pub const SERVICE: &str = "Service";
+    pub const NODE: &str = "Node";
     pub const AUTHORIZATION_POLICY: &str = "AuthorizationPolicy";
     pub const PEER_AUTHENTICATION: &str = "PeerAuthentication";
     pub const GATEWAY: &str = "Gateway";
+    pub const GATEWAY_CLASS: &str = "GatewayClass";
     pub const HTTP_ROUTE: &str = "HTTPRoute";
     pub const GRPC_ROUTE: &str = "GRPCRoute";
+
+    /// Whether objects of `kind` live outside namespaces.
+    pub fn is_cluster_scoped(kind: &str) -> bool {
+        matches!(kind, NAMESPACE | NODE | GATEWAY_CLASS)
+    }
 }
 
 /// One configuration object.
@@ -30,9 +39,11 @@ pub enum Object {
     Namespace(Namespace),
     Pod(Pod),
     Service(Service),
+    Node(Node),
     AuthorizationPolicy(AuthorizationPolicy),
     PeerAuthentication(PeerAuthentication),
     Gateway(Gateway),
+    GatewayClass(GatewayClass),
     HttpRoute(HttpRoute),
     GrpcRoute(GrpcRoute),
 }
@@ -44,9 +55,11 @@ impl Object {
             Object::Namespace(_) => kind::NAMESPACE,
             Object::Pod(_) => kind::POD,
             Object::Service(_) => kind::SERVICE,
+            Object::Node(_) => kind::NODE,
             Object::AuthorizationPolicy(_) => kind::AUTHORIZATION_POLICY,
             Object::PeerAuthentication(_) => kind::PEER_AUTHENTICATION,
             Object::Gateway(_) => kind::GATEWAY,
+            Object::GatewayClass(_) => kind::GATEWAY_CLASS,
             Object::HttpRoute(_) => kind::HTTP_ROUTE,
             Object::GrpcRoute(_) => kind::GRPC_ROUTE,
         }
@@ -57,9 +70,11 @@ impl Object {
             Object::Namespace(o) => &o.metadata,
             Object::Pod(o) => &o.metadata,
             Object::Service(o) => &o.metadata,
+            Object::Node(o) => &o.metadata,
             Object::AuthorizationPolicy(o) => &o.metadata,
             Object::PeerAuthentication(o) => &o.metadata,
             Object::Gateway(o) => &o.metadata,
+            Object::GatewayClass(o) => &o.metadata,
             Object::HttpRoute(o) => &o.metadata,
             Object::GrpcRoute(o) => &o.metadata,
         }
@@ -70,9 +85,11 @@ impl Object {
             Object::Namespace(o) => &mut o.metadata,
             Object::Pod(o) => &mut o.metadata,
             Object::Service(o) => &mut o.metadata,
+            Object::Node(o) => &mut o.metadata,
             Object::AuthorizationPolicy(o) => &mut o.metadata,
             Object::PeerAuthentication(o) => &mut o.metadata,
             Object::Gateway(o) => &mut o.metadata,
+            Object::GatewayClass(o) => &mut o.metadata,
             Object::HttpRoute(o) => &mut o.metadata,
             Object::GrpcRoute(o) => &mut o.metadata,
         }
@@ -80,7 +97,7 @@ impl Object {
 
     /// Whether objects of this kind live outside namespaces.
     pub fn is_cluster_scoped(&self) -> bool {
-        matches!(self, Object::Namespace(_))
+        kind::is_cluster_scoped(self.kind())
     }
 
     pub fn key(&self) -> ObjectKey {

@@ -2,13 +2,15 @@
 //!
 //! Pods become `istio.workload.Workload`s, Services with a cluster IP become
 //! `istio.workload.Service`s, and L4 AuthorizationPolicies and PeerAuthentications become
-//! `istio.security.Authorization`s. The model is a pure function of the snapshot; the xDS
+//! `istio.security.Authorization`s; waypoint Gateways bind services and workloads and get their
+//! own L7 configuration ([`waypoint`]). The model is a pure function of the snapshot; the xDS
 //! projection ([`crate::xds`]) turns it into resources.
 
 mod peer_auth;
 mod policy;
 mod selector;
 mod service;
+pub mod waypoint;
 mod workload;
 
 use std::collections::BTreeMap;
@@ -16,11 +18,13 @@ use std::path::PathBuf;
 
 use mesh_config::{ObjectKey, Snapshot};
 use mesh_proto::proto::security::Authorization;
+use mesh_proto::proto::waypoint::Waypoint;
 use mesh_proto::proto::workload::{Service, Workload};
 use serde::Serialize;
 
 pub use peer_auth::{STATIC_STRICT_POLICY, converted_policy_name};
 pub use service::service_hostname;
+pub use waypoint::{WaypointStatus, waypoint_resource_name};
 
 /// Settings the model depends on.
 #[derive(Clone, Debug, Serialize)]
@@ -62,9 +66,13 @@ pub struct Model {
     pub services: Vec<Service>,
     pub authorizations: Vec<Authorization>,
     pub issues: Vec<ModelIssue>,
-    /// Policies attached to waypoints through `targetRefs`; they are not sent to ztunnel.
-    // TODO(waypoint): compile these into the waypoint configuration once waypoints are served.
+    /// Policies attached to waypoints through `targetRefs`; they are not sent to ztunnel but
+    /// compiled into [`Model::waypoints`].
     pub waypoint_policies: Vec<ObjectKey>,
+    /// The L7 configuration of each accepted waypoint.
+    pub waypoints: Vec<Waypoint>,
+    /// The status of each waypoint, and of each waypoint named but missing.
+    pub waypoint_status: Vec<WaypointStatus>,
 }
 
 /// Collects issues while the model is built.
@@ -108,12 +116,24 @@ impl Model {
         authorizations.extend(peer_auth.authorizations());
         authorizations.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
 
+        let mut services = services.services();
+        let waypoints = waypoint::build(
+            snapshot,
+            cfg,
+            &mut services,
+            &mut workloads,
+            &policies.waypoint_policies,
+            &mut issues,
+        );
+
         Model {
             workloads,
-            services: services.services(),
+            services,
             authorizations,
             issues: issues.list,
             waypoint_policies: policies.waypoint_policies,
+            waypoints: waypoints.waypoints,
+            waypoint_status: waypoints.status,
         }
     }
 
@@ -133,6 +153,20 @@ impl Model {
         self.authorizations
             .iter()
             .find(|a| authorization_resource_name(a) == name)
+    }
+
+    /// The waypoint configuration with resource name `namespace/name`.
+    pub fn waypoint(&self, name: &str) -> Option<&Waypoint> {
+        self.waypoints
+            .iter()
+            .find(|w| waypoint_resource_name(w) == name)
+    }
+
+    /// The status of the waypoint `namespace/name`.
+    pub fn waypoint_status(&self, name: &str) -> Option<&WaypointStatus> {
+        self.waypoint_status
+            .iter()
+            .find(|w| format!("{}/{}", w.namespace, w.name) == name)
     }
 
     /// Workloads backing the service `namespace/hostname` (its endpoints).

@@ -32,3 +32,4 @@ pub fn pod(ns: &str, name: &str, labels: &str, node: &str, ip: &str) -> String {
 
 pub mod harness;
 pub mod mesh;
+pub mod waypoint;
