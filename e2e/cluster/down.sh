@@ -79,12 +79,12 @@ kill_leftovers() {
 			shim_pids
 		)
 		[[ -n $pids ]] || return 0
-		((i > 1)) || log "killing leftover pod and shim processes: $(echo $pids)"
+		((i > 1)) || log "killing leftover pod and shim processes: ${pids//$'\n'/ }"
 		# shellcheck disable=SC2086
 		kill -KILL $pids 2>/dev/null || true
 		sleep 0.3
 	done
-	problem "processes survive in the pods' cgroups: $(echo $(pod_pids))"
+	problem "processes survive in the pods' cgroups: $(pod_pids | tr '\n' ' ')"
 }
 # Before killing them, note the network namespaces they are in, to delete those below.
 leftover_netns_inodes=$(for p in $(pod_pids); do stat -L -c %i "/proc/$p/ns/net" 2>/dev/null; done | sort -u)
@@ -154,7 +154,7 @@ fi
 # flush and delete those chains (the kubelet's KUBE-KUBELET-CANARY, KUBE-IPTABLES-HINT, ...).
 delete_chains() {
 	local ipt=$1 table=$2 re=$3 save chains rule c
-	save=$($ipt-save -t "$table" 2>/dev/null) || return 0
+	save=$("$ipt-save" -t "$table" 2>/dev/null) || return 0
 	chains=$(sed -nE "s/^:($re) .*/\1/p" <<<"$save")
 	[[ -n $chains ]] || return 0
 	# Rules in any chain that jump to one of them ("-A CHAIN ... -j TARGET").
@@ -215,8 +215,9 @@ done
 # Hard-coded paths outside the work dir: gone if the first up.sh made them, else only ours.
 rm -f /var/lib/cni/results/"$CNI_NETWORK"-* 2>/dev/null || true
 if [[ -f $HOST_STATE_DIR/paths.orig ]]; then
-	for p in /run/containerd /var/lib/cni /var/lib/kubelet /var/log/containers "$CNI_CONF_DIR"; do
-		[[ -e $p ]] && ! grep -qxF "$p" "$HOST_STATE_DIR/paths.orig" || continue
+	for p in /run/containerd /var/lib/cni /var/lib/kubelet /var/log/containers "$CNI_CONF_DIR" /etc/cni; do
+		[[ -e $p ]] || continue
+		! grep -qxF "$p" "$HOST_STATE_DIR/paths.orig" || continue
 		if findmnt -rn -o TARGET | grep -qE "^$p(/|$)"; then
 			problem "mounts remain under $p: not removing it"
 		else

@@ -242,7 +242,7 @@ log "built ${#BUILT[@]} image archives in $((SECONDS - T0))s"
 if ((do_import)); then
 	if containerd_running; then
 		for f in "${BUILT[@]}"; do import_archive "$f"; done
-		$CTR images ls -q 2>/dev/null | { grep -F -e "$IMAGE_REPO/" -e "$PAUSE_IMAGE" || true; } | sed 's/^/  in containerd: /'
+		ctr_ images ls -q 2>/dev/null | { grep -F -e "$IMAGE_REPO/" -e "$PAUSE_IMAGE" || true; } | sed 's/^/  in containerd: /'
 	else
 		log "the local cluster's containerd is not running: not importing (up.sh imports $IMAGES_DIR/*.oci.tar)"
 	fi

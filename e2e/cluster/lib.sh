@@ -55,7 +55,8 @@ source "$LIB_DIR/versions.env"
 eval "$("$LIB_DIR/build.sh" --print-env)"
 PATH=$K8S_BIN_DIR:$ETCD_BIN_DIR:$CONTAINERD_BIN_DIR:$CRICTL_BIN_DIR:$PATH
 CTR_BIN=$CONTAINERD_BIN_DIR/ctr
-CTR="$CTR_BIN --address $CONTAINERD_SOCK --namespace k8s.io"
+# ctr against this cluster's containerd, in the CRI's namespace.
+ctr_() { "$CTR_BIN" --address "$CONTAINERD_SOCK" --namespace k8s.io "$@"; }
 PAUSE_IMAGE=${PAUSE_IMAGE:-docker.io/ambient-mesh/pause:$PAUSE_VERSION}
 IMAGE_REPO=${IMAGE_REPO:-docker.io/ambient-mesh}
 IMAGES_DIR=${IMAGES_DIR:-$MESH_CACHE/images}
@@ -75,21 +76,39 @@ image_archive_name() {
 
 # crictl against this cluster's containerd (up.sh writes the config file it reads).
 crictl_() {
-	local cfg=()
-	[[ ! -f $CONF_DIR/crictl.yaml ]] || cfg=(--config "$CONF_DIR/crictl.yaml")
-	crictl "${cfg[@]}" --runtime-endpoint "unix://$CONTAINERD_SOCK" --image-endpoint "unix://$CONTAINERD_SOCK" "$@"
+	local conf=()
+	[[ ! -f $CONF_DIR/crictl.yaml ]] || conf=(--config "$CONF_DIR/crictl.yaml")
+	crictl "${conf[@]}" --runtime-endpoint "unix://$CONTAINERD_SOCK" --image-endpoint "unix://$CONTAINERD_SOCK" "$@"
 }
 
-containerd_running() { [[ -S $CONTAINERD_SOCK ]] && timeout 10 $CTR version >/dev/null 2>&1; }
+containerd_running() { [[ -S $CONTAINERD_SOCK ]] && timeout 10 "$CTR_BIN" --address "$CONTAINERD_SOCK" version >/dev/null 2>&1; }
+
+cri_image_id() { crictl_ inspecti -o json "$1" 2>/dev/null | jq -r '.status.id // empty' 2>/dev/null || true; }
 
 # import_archive FILE: into containerd's k8s.io namespace (unpacked for overlayfs, the CRI's
-# snapshotter), under the name in the archive's io.containerd.image.name annotation.
+# snapshotter), under the name in the archive's io.containerd.image.name annotation. A rebuilt
+# image takes the name over; the previous one, nameless now, is removed unless a container
+# still uses it (the CRI's image ID is the digest of the image config).
 import_archive() {
-	local out
-	out=$(timeout 300 $CTR images import --platform linux/amd64 "$1" 2>&1) || {
+	local out ref="" old="" new="" man i
+	if man=$(tar -xOf "$1" index.json 2>/dev/null); then
+		ref=$(jq -r '.manifests[0].annotations["io.containerd.image.name"] // empty' <<<"$man")
+		man=$(jq -r '.manifests[0].digest' <<<"$man")
+		new=$(tar -xOf "$1" "blobs/sha256/${man#sha256:}" 2>/dev/null | jq -r '.config.digest' 2>/dev/null || true)
+	fi
+	[[ -z $ref ]] || old=$(cri_image_id "$ref")
+	out=$(timeout 300 "$CTR_BIN" --address "$CONTAINERD_SOCK" --namespace k8s.io images import --platform linux/amd64 "$1" 2>&1) || {
 		printf 'ctr images import %s failed:\n%s\n' "$1" "$out" >&2
 		return 1
 	}
+	if [[ -n $old && -n $new && $old != "$new" ]]; then
+		# The CRI learns of the import through an event: wait for it to show the new image.
+		for i in $(seq 1 50); do
+			[[ $(cri_image_id "$ref") == "$new" ]] && break
+			sleep 0.1
+		done
+		crictl_ rmi "$old" >/dev/null 2>&1 || true
+	fi
 	printf '[images] imported %s\n' "$(basename "$1")"
 }
 
@@ -100,16 +119,24 @@ pid_of() {
 	local f=$PID_DIR/$1.pid pid exe
 	[[ -f $f ]] || return 0
 	pid=$(<"$f")
-	[[ $pid =~ ^[0-9]+$ && -d /proc/$pid ]] || return 0
+	[[ $pid =~ ^[0-9]+$ ]] && alive "$pid" || return 0
 	exe=$(readlink "/proc/$pid/exe" 2>/dev/null || true)
 	[[ ${exe##*/} == "$(cat "$PID_DIR/$1.exe" 2>/dev/null)" ]] && echo "$pid"
 	return 0
 }
 
+# alive PID: the process exists and is not a zombie (PID 1 on some machines reaps orphans only
+# every second or so, and our daemons are orphans once up.sh has exited).
+alive() {
+	local st
+	st=$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null) || return 1
+	[[ -n $st && $st != Z ]]
+}
+
 # stop_procs TIMEOUT NAME...: SIGTERM to all of them at once, SIGKILL to those still alive
 # after TIMEOUT seconds.
 stop_procs() {
-	local t=$1 name pid i alive
+	local t=$1 name pid i running t0=${EPOCHREALTIME/./}
 	shift
 	local -A pids=()
 	for name in "$@"; do
@@ -120,18 +147,18 @@ stop_procs() {
 		fi
 	done
 	for ((i = 0; i < t * 10; i++)); do
-		alive=0
-		for pid in "${pids[@]}"; do [[ ! -d /proc/$pid ]] || alive=1; done
-		((alive)) || break
+		running=0
+		for pid in "${pids[@]}"; do ! alive "$pid" || running=1; done
+		((running)) || break
 		sleep 0.1
 	done
 	for name in "${!pids[@]}"; do
 		pid=${pids[$name]}
-		if [[ -d /proc/$pid ]]; then
+		if alive "$pid"; then
 			echo "  $name (pid $pid) did not stop in ${t}s: SIGKILL"
 			kill -KILL "$pid" 2>/dev/null || true
 		fi
-		echo "  stopped $name (pid $pid)"
+		echo "  stopped $name (pid $pid) in $(((${EPOCHREALTIME/./} - t0) / 1000)) ms"
 	done
 	for name in "$@"; do rm -f "$PID_DIR/$name.pid" "$PID_DIR/$name.exe"; done
 }

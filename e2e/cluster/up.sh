@@ -14,7 +14,7 @@
 # interface) -> PKI and kubeconfigs (openssl) -> etcd -> kube-apiserver (wait /readyz) ->
 # kube-controller-manager -> kube-scheduler -> containerd (+ image import) -> bridge CNI
 # config -> kubelet (wait Node Ready) -> kube-proxy -> wait for the default ServiceAccount.
-set -euo pipefail
+set -Eeuo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$SCRIPT_DIR/../.." && pwd)
@@ -98,7 +98,7 @@ EOF
 # /run/containerd/s, the CNI result cache, the device-plugin socket, log symlinks): down.sh
 # removes those that did not exist before the first up.sh.
 if [[ ! -f $HOST_STATE_DIR/paths.orig ]]; then
-	for p in /run/containerd /var/lib/cni /var/lib/kubelet /var/log/containers "$CNI_CONF_DIR"; do
+	for p in /run/containerd /var/lib/cni /var/lib/kubelet /var/log/containers "$CNI_CONF_DIR" /etc/cni; do
 		[[ ! -e $p ]] || echo "$p"
 	done >"$HOST_STATE_DIR/paths.orig"
 fi
@@ -453,7 +453,7 @@ printf 'runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 30\n' "
 # containerd finds containerd-shim-runc-v2 on PATH (lib.sh puts $CONTAINERD_BIN_DIR there).
 start_proc containerd "$CONTAINERD_BIN_DIR/containerd" \
 	--config "$CONF_DIR/containerd.toml"
-wait_for containerd 30 "containerd API" $CTR version
+wait_for containerd 30 "containerd API" ctr_ version
 
 STEP="images"
 # The pause image is required (the sandbox of every pod); the mesh images are imported when
@@ -464,7 +464,7 @@ if [[ ! -f $pause_archive ]]; then
 	IMAGES_DIR=$IMAGES_DIR "$SCRIPT_DIR/images.sh" --no-import pause
 fi
 mesh_tag=$(workspace_version "$REPO_ROOT/Cargo.toml")
-have=$($CTR images ls -q 2>/dev/null)
+have=$(ctr_ images ls -q 2>/dev/null)
 for ref in "$PAUSE_IMAGE" $(for i in "${MESH_IMAGES[@]}"; do echo "$IMAGE_REPO/$i:$mesh_tag"; done); do
 	f=$IMAGES_DIR/$(image_archive_name "$ref")
 	if grep -qxF "$ref" <<<"$have"; then

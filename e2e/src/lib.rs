@@ -6,8 +6,10 @@
 //!   pairs and bridges, wired by the standard CNI plugins) running istiod, the cni-agent and
 //!   ztunnel, as the end-to-end tests and the demo use it.
 //! - [`demo`]: the narrated walk-through behind `make demo`.
+//! - [`bench`]: the performance benchmark behind `make bench` (`mesh-bench`).
 //! - [`http1`]: a tiny blocking HTTP/1.1 client shared by the echo client and the harness.
 
+pub mod bench;
 pub mod demo;
 pub mod echo;
 pub mod harness;

@@ -66,13 +66,15 @@ istio-validator-{{ .Release.Namespace }}
 {{- end }}
 
 {{/* Service accounts of the node proxies, <namespace>/<name>, comma separated. */}}
-{{- define "istiod.trustedNodeAccounts" -}}
-{{- $accounts := .Values.ca.trustedNodeAccounts | default (list (printf "%s/ztunnel" .Values.global.istioNamespace)) -}}
+{{- define "istiod.ztunnelServiceAccounts" -}}
+{{- $accounts := .Values.ca.ztunnelServiceAccounts | default (list (printf "%s/ztunnel" .Values.global.istioNamespace)) -}}
 {{- join "," $accounts -}}
 {{- end }}
 
 {{/* Environment of the istiod container: its flags (each flag also reads an environment variable). */}}
 {{- define "istiod.env" -}}
+- name: CONFIG_SOURCE
+  value: kubernetes
 - name: POD_NAME
   valueFrom:
     fieldRef:
@@ -81,10 +83,8 @@ istio-validator-{{ .Release.Namespace }}
   valueFrom:
     fieldRef:
       fieldPath: metadata.namespace
-- name: SERVICE_ACCOUNT
-  valueFrom:
-    fieldRef:
-      fieldPath: spec.serviceAccountName
+- name: ISTIOD_SERVICE
+  value: istiod
 - name: ROOT_NAMESPACE
   value: {{ include "istiod.namespace" . | quote }}
 - name: TRUST_DOMAIN
@@ -97,41 +97,37 @@ istio-validator-{{ .Release.Namespace }}
   value: {{ .Values.debounce.after | quote }}
 - name: PILOT_DEBOUNCE_MAX
   value: {{ .Values.debounce.max | quote }}
-- name: MAX_WORKLOAD_CERT_TTL
-  value: {{ .Values.maxWorkloadCertTTL | quote }}
+- name: LEADER_ELECTION_LEASE
+  value: {{ .Values.leaderElection.lease | quote }}
+- name: LEADER_ELECTION_DURATION
+  value: {{ .Values.leaderElection.leaseDuration | quote }}
 - name: CA_DIR
   value: /var/lib/istiod/ca
-- name: LOG_FORMAT
-  value: {{ .Values.logFormat | quote }}
-- name: RUST_LOG
-  value: {{ .Values.logLevel | quote }}
-{{- /* Kubernetes mode. */}}
-- name: KUBERNETES
-  value: "true"
-- name: LEADER_ELECTION
-  value: {{ .Values.leaderElection.enabled | quote }}
-- name: TOKEN_AUDIENCES
-  value: {{ join "," .Values.ca.tokenAudiences | quote }}
-- name: CA_TRUSTED_NODE_ACCOUNTS
-  value: {{ include "istiod.trustedNodeAccounts" . | quote }}
-- name: CA_ROOT_CONFIGMAP
-  value: istio-ca-root-cert
-{{- if eq .Values.ca.mode "istiod" }}
+{{- /* The root is in CA_DIR (a Secret volume) unless istiod keeps it in a Secret itself. */}}
 - name: CA_SECRET
-  value: {{ .Values.ca.secret.name | quote }}
-{{- end }}
-{{- if .Values.webhook.enabled }}
-- name: WEBHOOK_ADDR
-  value: "0.0.0.0:15017"
+  value: {{ if eq .Values.ca.mode "istiod" }}{{ .Values.ca.secret.name | quote }}{{ else }}""{{ end }}
+- name: CA_TOKEN_AUDIENCE
+  value: {{ .Values.ca.tokenAudience | quote }}
+- name: ZTUNNEL_SERVICE_ACCOUNTS
+  value: {{ include "istiod.ztunnelServiceAccounts" . | quote }}
+- name: MAX_WORKLOAD_CERT_TTL
+  value: {{ .Values.maxWorkloadCertTTL | quote }}
 - name: VALIDATION_WEBHOOK_CONFIG_NAME
-  value: {{ include "istiod.webhookName" . | quote }}
-{{- end }}
+  value: {{ if .Values.webhook.enabled }}{{ include "istiod.webhookName" . | quote }}{{ else }}""{{ end }}
+- name: WAYPOINT_CONTROLLER
+  value: {{ .Values.waypoint.controller | quote }}
 - name: WAYPOINT_IMAGE
   value: {{ include "istiod.imageRef" (dict "image" .Values.waypoint.image "root" .) | quote }}
 - name: WAYPOINT_IMAGE_PULL_POLICY
   value: {{ .Values.waypoint.image.pullPolicy | quote }}
+{{- with .Values.waypoint.xdsAddress }}
 - name: WAYPOINT_XDS_ADDRESS
-  value: {{ .Values.waypoint.xdsAddress | default (include "istiod.xdsAddress" .) | quote }}
+  value: {{ . | quote }}
+{{- end }}
+- name: LOG_FORMAT
+  value: {{ .Values.logFormat | quote }}
+- name: RUST_LOG
+  value: {{ .Values.logLevel | quote }}
 {{- range $name, $value := .Values.env }}
 - name: {{ $name }}
   value: {{ $value | quote }}

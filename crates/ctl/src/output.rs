@@ -82,7 +82,7 @@ impl Table {
 }
 
 /// Encodes `value` as JSON (pretty, newline-terminated) or YAML.
-pub fn encode<T: Serialize + ?Sized>(
+pub fn encode<T: Serialize>(
     format: OutputFormat,
     value: &T,
 ) -> Result<String, OutputError> {
@@ -97,7 +97,7 @@ pub fn encode<T: Serialize + ?Sized>(
 }
 
 /// Prints `value` as JSON or YAML, or, for the table format, the text `table` produces.
-pub fn print<T: Serialize + ?Sized>(
+pub fn print<T: Serialize>(
     format: OutputFormat,
     value: &T,
     table: impl FnOnce() -> String,

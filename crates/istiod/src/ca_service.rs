@@ -1,10 +1,12 @@
 //! `istio.v1.auth.IstioCertificateService/CreateCertificate`: signs workload certificates for
 //! node proxies, for the identities of the pods on their node only.
 //!
-//! The caller authenticates with `authorization: Bearer <token>`; the token identifies a node
-//! ([`NodeTokens`]). The requested identity is the CSR's URI SAN; an `ImpersonatedIdentity`
-//! metadata entry, when present, must name the same identity. The node may get it only when a
-//! pod with that namespace and service account is scheduled on it in the current snapshot.
+//! The caller authenticates with `authorization: Bearer <token>` ([`CaAuth`]): a node token
+//! (local mode) or a ServiceAccount token reviewed by the API server (Kubernetes) identifies a
+//! [`Caller`]. The requested identity is the CSR's URI SAN; an `ImpersonatedIdentity` metadata
+//! entry, when present, must name the same identity. A node proxy may get it only when a pod
+//! with that namespace and service account is scheduled on its node in the current snapshot;
+//! any other workload gets only its own identity.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,8 +20,8 @@ use mesh_proto::proto::ca::{IstioCertificateRequest, IstioCertificateResponse};
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
+use crate::ca_auth::{CaAuth, Caller};
 use crate::metrics::Metrics;
-use crate::node_tokens::NodeTokens;
 
 /// Metadata key (in the request's `metadata` struct) naming the identity asked for.
 pub const IMPERSONATED_IDENTITY: &str = "ImpersonatedIdentity";
@@ -53,6 +55,18 @@ pub enum Refusal {
         ns: String,
         sa: String,
     },
+    #[error("{caller} may obtain only its own identity {own}, not {identity}")]
+    NotOwnIdentity {
+        caller: String,
+        own: String,
+        identity: String,
+    },
+    #[error("token not authenticated: {0}")]
+    NotAuthenticated(String),
+    #[error("{0}")]
+    NotAllowed(String),
+    #[error("cannot review the token with the Kubernetes API server: {0}")]
+    ReviewUnavailable(String),
     #[error("signing failed: {0}")]
     Sign(#[from] CaError),
 }
@@ -61,8 +75,13 @@ impl Refusal {
     fn status(&self) -> Status {
         let msg = self.to_string();
         match self {
-            Refusal::MissingToken | Refusal::NoTokens | Refusal::UnknownToken => {
-                Status::unauthenticated(msg)
+            Refusal::MissingToken
+            | Refusal::NoTokens
+            | Refusal::UnknownToken
+            | Refusal::NotAuthenticated(_) => Status::unauthenticated(msg),
+            Refusal::ReviewUnavailable(_) => Status::unavailable(msg),
+            Refusal::NotAllowed(_) | Refusal::NotOwnIdentity { .. } => {
+                Status::permission_denied(msg)
             }
             Refusal::BadCsr(_) | Refusal::BadImpersonation { .. } => Status::invalid_argument(msg),
             Refusal::ImpersonationMismatch { .. }
@@ -82,18 +101,19 @@ pub struct CaService {
 
 struct Inner {
     ca: Arc<CertificateAuthority>,
-    tokens: Option<NodeTokens>,
+    auth: CaAuth,
     snapshot: watch::Receiver<Arc<Snapshot>>,
     max_ttl: Duration,
     metrics: Arc<Metrics>,
 }
 
 impl CaService {
-    /// `snapshot` tells which pods run where; `max_ttl` caps the requested validity (a request
-    /// without one gets `max_ttl`).
+    /// `auth` authenticates callers (`Option<NodeTokens>` converts into it); `snapshot` tells
+    /// which pods run where; `max_ttl` caps the requested validity (a request without one gets
+    /// `max_ttl`).
     pub fn new(
         ca: Arc<CertificateAuthority>,
-        tokens: Option<NodeTokens>,
+        auth: impl Into<CaAuth>,
         snapshot: watch::Receiver<Arc<Snapshot>>,
         max_ttl: Duration,
         metrics: Arc<Metrics>,
@@ -101,7 +121,7 @@ impl CaService {
         CaService {
             inner: Arc::new(Inner {
                 ca,
-                tokens,
+                auth: auth.into(),
                 snapshot,
                 max_ttl,
                 metrics,
@@ -114,12 +134,13 @@ impl CaService {
     }
 
     /// Authenticates, authorizes and signs; returns the PEM chain and who asked.
-    fn sign(
+    async fn sign(
         &self,
         request: &Request<IstioCertificateRequest>,
-    ) -> Result<(Vec<String>, String, Identity), Refusal> {
+    ) -> Result<(Vec<String>, Caller, Identity), Refusal> {
         let inner = &*self.inner;
-        let node = self.authenticate(request)?;
+        let snapshot = inner.snapshot.borrow().clone();
+        let caller = self.authenticate(request, &snapshot).await?;
         let req = request.get_ref();
         let id = csr_identity(&req.csr)?;
         if let Some(value) = impersonated(req) {
@@ -143,29 +164,49 @@ impl CaService {
                 trust_domain: inner.ca.trust_domain().to_string(),
             });
         }
-        let snapshot = inner.snapshot.borrow().clone();
-        let on_node = snapshot.pods().any(|pod| {
-            pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node.as_str())
-                && pod.metadata.namespace.as_deref() == Some(id.namespace.as_str())
-                && mesh_config::pod_service_account(pod) == id.service_account
-        });
-        if !on_node {
-            return Err(Refusal::NotOnNode {
-                node,
-                identity: id.uri(),
-                ns: id.namespace.clone(),
-                sa: id.service_account.clone(),
-            });
+        match &caller {
+            Caller::Node { node, .. } => {
+                let on_node = snapshot.pods().any(|pod| {
+                    pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node.as_str())
+                        && pod.metadata.namespace.as_deref() == Some(id.namespace.as_str())
+                        && mesh_config::pod_service_account(pod) == id.service_account
+                });
+                if !on_node {
+                    return Err(Refusal::NotOnNode {
+                        node: node.clone(),
+                        identity: id.uri(),
+                        ns: id.namespace.clone(),
+                        sa: id.service_account.clone(),
+                    });
+                }
+            }
+            Caller::Workload {
+                namespace,
+                service_account,
+            } => {
+                if *namespace != id.namespace || *service_account != id.service_account {
+                    let own = Identity::new(inner.ca.trust_domain(), namespace, service_account);
+                    return Err(Refusal::NotOwnIdentity {
+                        caller: caller.to_string(),
+                        own: own.uri(),
+                        identity: id.uri(),
+                    });
+                }
+            }
         }
         let ttl = match u64::try_from(req.validity_duration) {
             Ok(secs) if secs > 0 => Duration::from_secs(secs).min(inner.max_ttl),
             _ => inner.max_ttl,
         };
         let chain = inner.ca.sign_csr(&req.csr, &id, ttl)?;
-        Ok((chain, node, id))
+        Ok((chain, caller, id))
     }
 
-    fn authenticate(&self, request: &Request<IstioCertificateRequest>) -> Result<String, Refusal> {
+    async fn authenticate(
+        &self,
+        request: &Request<IstioCertificateRequest>,
+        snapshot: &Snapshot,
+    ) -> Result<Caller, Refusal> {
         let value = request
             .metadata()
             .get("authorization")
@@ -177,11 +218,7 @@ impl CaService {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or(Refusal::MissingToken)?;
-        let tokens = self.inner.tokens.as_ref().ok_or(Refusal::NoTokens)?;
-        tokens
-            .node_for(token)
-            .map(str::to_string)
-            .ok_or(Refusal::UnknownToken)
+        self.inner.auth.authenticate(token, snapshot).await
     }
 }
 
@@ -219,10 +256,10 @@ impl IstioCertificateService for CaService {
         let metrics = &self.inner.metrics;
         metrics.csr_count.inc();
         let remote = request.remote_addr();
-        match self.sign(&request) {
-            Ok((cert_chain, node, id)) => {
+        match self.sign(&request).await {
+            Ok((cert_chain, caller, id)) => {
                 metrics.cert_issued.inc();
-                tracing::info!(%node, identity = %id, ?remote, "certificate issued");
+                tracing::info!(%caller, identity = %id, ?remote, "certificate issued");
                 Ok(Response::new(IstioCertificateResponse { cert_chain }))
             }
             Err(refusal) => {

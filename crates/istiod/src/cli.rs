@@ -8,7 +8,9 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Serialize;
 
+use crate::kube::settings::{DEFAULT_WEBHOOK_ADDR, KubeArgs, KubeSettings, SourceMode, source_mode};
 use crate::model::ModelConfig;
+use crate::webhook::WebhookSettings;
 use crate::xds::Debounce;
 
 /// Control plane: watches configuration, serves it over delta xDS and signs workload certificates.
@@ -17,8 +19,9 @@ use crate::xds::Debounce;
 pub struct Args {
     /// Directory of Kubernetes YAML manifests to serve (Namespaces, Pods, Services,
     /// AuthorizationPolicies, PeerAuthentications, Gateways, routes); watched for changes.
+    /// Without it, istiod reads the Kubernetes API server (see --source).
     #[arg(long, env = "CONFIG_DIR")]
-    pub config_dir: PathBuf,
+    pub config_dir: Option<PathBuf>,
     /// How often the configuration directory is checked for changes.
     #[arg(long, env = "CONFIG_POLL_INTERVAL", default_value = "200ms", value_parser = parse_duration)]
     pub config_poll_interval: Duration,
@@ -67,12 +70,15 @@ pub struct Args {
     /// Log filter, in `tracing` env-filter syntax.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub log_level: String,
+    #[command(flatten)]
+    pub kube: KubeArgs,
 }
 
 /// The running configuration; printed at start-up and served on `/debug/config_dump`.
 #[derive(Clone, Debug, Serialize)]
 pub struct Config {
-    pub config_dir: PathBuf,
+    pub source: SourceMode,
+    pub config_dir: Option<PathBuf>,
     #[serde(serialize_with = "ser_duration")]
     pub config_poll_interval: Duration,
     #[serde(serialize_with = "ser_duration")]
@@ -87,11 +93,26 @@ pub struct Config {
     pub node_tokens: Option<PathBuf>,
     #[serde(serialize_with = "ser_duration")]
     pub max_workload_cert_ttl: Duration,
+    /// Kubernetes mode only.
+    pub kubernetes: Option<KubeSettings>,
+    pub webhook: Option<WebhookSettings>,
 }
 
 impl Config {
     pub fn from_args(args: &Args) -> Self {
+        let source = source_mode(&args.kube, args.config_dir.as_ref());
+        let kubernetes = (source == SourceMode::Kubernetes).then(|| KubeSettings::from_args(&args.kube));
+        let webhook_addr = args.kube.webhook_addr.or_else(|| {
+            (source == SourceMode::Kubernetes)
+                .then(|| DEFAULT_WEBHOOK_ADDR.parse().ok())
+                .flatten()
+        });
+        let webhook = webhook_addr.map(|addr| WebhookSettings {
+            addr,
+            host: format!("{}.{}.svc", args.kube.istiod_service, args.kube.pod_namespace),
+        });
         Config {
+            source,
             config_dir: args.config_dir.clone(),
             config_poll_interval: args.config_poll_interval,
             debounce_after: args.debounce_after,
@@ -108,6 +129,8 @@ impl Config {
             ca_dir: args.ca_dir.clone(),
             node_tokens: args.node_tokens.clone(),
             max_workload_cert_ttl: args.max_workload_cert_ttl,
+            kubernetes,
+            webhook,
         }
     }
 
@@ -116,7 +139,8 @@ impl Config {
     pub fn local(config_dir: PathBuf, ca_dir: PathBuf) -> Self {
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
         Config {
-            config_dir,
+            source: SourceMode::Dir,
+            config_dir: Some(config_dir),
             config_poll_interval: Duration::from_millis(200),
             debounce_after: Duration::from_millis(100),
             debounce_max: Duration::from_secs(1),
@@ -127,6 +151,8 @@ impl Config {
             ca_dir,
             node_tokens: None,
             max_workload_cert_ttl: Duration::from_secs(24 * 3600),
+            kubernetes: None,
+            webhook: None,
         }
     }
 
@@ -138,7 +164,7 @@ impl Config {
     }
 }
 
-fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format_duration(*d))
 }
 

@@ -310,3 +310,63 @@ fn ensure_installed(cfg: &InstallConfig) {
         Err(e) => warn!(error = %e, "cannot install the plugin"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("cni-agent").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_configuration_source_is_chosen_explicitly() {
+        let kube = parse(&["--kubernetes", "--kubeconfig", "/etc/kc"]).expect("kubernetes");
+        assert_eq!(
+            Mode::of(&kube).expect("mode"),
+            Mode::Kubernetes {
+                kubeconfig: Some("/etc/kc".into())
+            }
+        );
+        let local = parse(&["--config-dir", "/srv/mesh"]).expect("local");
+        assert_eq!(
+            Mode::of(&local).expect("mode"),
+            Mode::Local {
+                config_dir: "/srv/mesh".into()
+            }
+        );
+        let neither = parse(&[]).expect("no source");
+        let err = Mode::of(&neither).expect_err("a source is required");
+        assert!(
+            err.to_string().contains("--kubernetes") && err.to_string().contains("--config-dir"),
+            "{err}"
+        );
+        let both = parse(&["--kubernetes", "--config-dir", "/srv/mesh"]).expect_err("both");
+        assert_eq!(both.kind(), clap::error::ErrorKind::ArgumentConflict);
+        let stray = parse(&["--kubeconfig", "/etc/kc"]).expect_err("kubeconfig alone");
+        assert_eq!(
+            stray.kind(),
+            clap::error::ErrorKind::MissingRequiredArgument
+        );
+    }
+
+    #[test]
+    fn kubernetes_flags_default_for_a_daemonset() {
+        let args = parse(&["--kubernetes"]).expect("parse");
+        assert_eq!(args.proc_dir, PathBuf::from("/proc"));
+        assert_eq!(args.netns_dir, PathBuf::from("/var/run/netns"));
+        assert!(!args.cleanup_on_exit && !args.keep_chained_on_exit);
+        let args = parse(&[
+            "--kubernetes",
+            "--proc-dir",
+            "/host/proc",
+            "--cleanup-on-exit",
+            "--keep-chained-on-exit",
+        ])
+        .expect("parse");
+        assert_eq!(args.proc_dir, PathBuf::from("/host/proc"));
+        assert!(args.cleanup_on_exit && args.keep_chained_on_exit);
+    }
+}

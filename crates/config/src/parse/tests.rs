@@ -241,3 +241,55 @@ items:
     assert_eq!(parsed.errors, vec![]);
     assert_eq!(parsed.objects.len(), 2);
 }
+
+#[test]
+fn nodes_and_gateway_classes_are_cluster_scoped() {
+    let parsed = parse_manifests(
+        r#"
+apiVersion: v1
+kind: Node
+metadata: {name: node-1, labels: {topology.kubernetes.io/zone: z1}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: istio-waypoint}
+spec: {controllerName: istio.io/mesh-controller}
+"#,
+    );
+    assert_eq!(parsed.errors, vec![]);
+    let keys: Vec<String> = parsed.objects.iter().map(|o| o.key().to_string()).collect();
+    assert_eq!(keys, ["Node node-1", "GatewayClass istio-waypoint"]);
+    assert_eq!(parsed.objects[1].metadata().namespace, None);
+}
+
+#[test]
+fn api_objects_convert_like_documents() {
+    let obj = parse_object(serde_json::json!({
+        "apiVersion": "security.istio.io/v1",
+        "kind": "PeerAuthentication",
+        "metadata": {"name": "strict", "namespace": "demo", "labels": null},
+        "spec": {"mtls": {"mode": "STRICT"}},
+    }))
+    .expect("valid")
+    .expect("a kind the mesh reads");
+    let Object::PeerAuthentication(pa) = obj else {
+        panic!("not a PeerAuthentication: {obj:?}");
+    };
+    assert_eq!(pa.spec.mode(), MtlsMode::Strict);
+
+    let err = parse_object(serde_json::json!({
+        "apiVersion": "security.istio.io/v1",
+        "kind": "PeerAuthentication",
+        "metadata": {"namespace": "demo"},
+    }))
+    .expect_err("nameless");
+    assert_eq!(err, "PeerAuthentication has no metadata.name");
+    let ignored = parse_object(serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"},
+    }));
+    assert_eq!(ignored, Ok(None));
+    assert_eq!(
+        parse_object(serde_json::json!({"metadata": {}})),
+        Err("missing apiVersion or kind".to_string())
+    );
+}

@@ -114,11 +114,22 @@ fn invalid(file: &Path, line: Option<usize>, object: String, message: String) ->
     }
 }
 
-/// A document's text and the 1-based line of its first content line.
+/// A document's text, the 1-based line its text starts at, and the line of its first content.
 #[derive(Debug)]
 struct Segment {
     line: usize,
+    start: usize,
     text: String,
+}
+
+impl Segment {
+    /// Parses the document alone; error positions are those of the whole file.
+    fn parse(&self) -> Result<Value, String> {
+        let padded = format!("{}{}", "\n".repeat(self.start.saturating_sub(1)), self.text);
+        let options = serde_saphyr::options! { with_snippet: false, strict_booleans: true };
+        serde_saphyr::from_str_with_options::<Value>(&padded, options)
+            .map_err(|e| one_line(&e.to_string()))
+    }
 }
 
 /// Splits a YAML stream at its `---` lines; a leading segment of only comments is not a
@@ -127,6 +138,7 @@ fn segments(text: &str) -> Vec<Segment> {
     let mut out: Vec<Segment> = Vec::new();
     let mut current = Segment {
         line: 1,
+        start: 1,
         text: String::new(),
     };
     let mut first_content: Option<usize> = None;
@@ -134,6 +146,7 @@ fn segments(text: &str) -> Vec<Segment> {
         let start = first.take().unwrap_or(seg.line);
         out.push(Segment {
             line: start,
+            start: seg.start,
             text: std::mem::take(&mut seg.text),
         });
     };
@@ -147,10 +160,12 @@ fn segments(text: &str) -> Vec<Segment> {
         {
             flush(&mut current, &mut first_content, &mut out);
             current.line = n + 1;
+            current.start = n + 1;
             // Content after the marker on the same line belongs to the document.
             let rest = &line[3..];
             if !rest.trim().is_empty() && !rest.trim_start().starts_with('#') {
                 current.text.push_str(rest);
+                current.start = n;
                 first_content = Some(n);
             }
             continue;
@@ -186,16 +201,15 @@ pub fn add_text(input: &mut Input, file: &Path, text: &str) {
         match err.document {
             None => {
                 // The stream as a whole is not YAML: find the first document that is not.
-                let located = segs.iter().enumerate().find_map(|(i, s)| {
-                    serde_saphyr::from_str::<Value>(&s.text)
-                        .err()
-                        .map(|e| (i + 1, s.line, one_line(&e.to_string())))
-                });
+                let located = segs
+                    .iter()
+                    .enumerate()
+                    .find_map(|(i, s)| s.parse().err().map(|e| (i + 1, s.line, e)));
                 let (object, line, message) = match located {
                     Some((n, line, e)) => (
                         format!("document #{n}"),
                         Some(line),
-                        format!("malformed YAML in document #{n} (from line {line}): {e}"),
+                        format!("malformed YAML in document #{n}: {e}"),
                     ),
                     None => (
                         file.display().to_string(),
@@ -244,7 +258,7 @@ pub fn add_text(input: &mut Input, file: &Path, text: &str) {
     }
     // Line numbers and raw documents of the objects that parsed.
     for seg in &segs {
-        let Ok(doc) = serde_saphyr::from_str::<Value>(&seg.text) else {
+        let Ok(doc) = seg.parse() else {
             continue;
         };
         let items = match (doc.get("kind").and_then(Value::as_str), doc.get("items")) {

@@ -15,7 +15,7 @@ use crate::cni_status::{self, AgentStatus, PodReport};
 use crate::context::{Ctx, Mode};
 use crate::kube_client::KubeEnv;
 use crate::local::LocalEnv;
-use crate::output::{self, OutputFormat, Table};
+use crate::output::{self, Table};
 
 use super::{EXIT_FAILED, EXIT_OK, POLL_INTERVAL};
 

@@ -612,11 +612,14 @@ async fn conflicts_check(kube: &KubeEnv) -> Vec<Check> {
     let mut found = Vec::new();
     let deployments: Api<Deployment> = Api::namespaced(kube.client.clone(), &kube.istio_namespace);
     if let Ok(Some(d)) = deployments.get_opt("istiod").await {
-        let image = d
-            .spec
-            .and_then(|s| s.template.spec)
-            .and_then(|s| s.containers.into_iter().next())
-            .and_then(|c| c.image)
+        // Read through JSON: the optionality of these fields varies across API versions.
+        let image = serde_json::to_value(&d)
+            .ok()
+            .and_then(|v| {
+                v.pointer("/spec/template/spec/containers/0/image")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
             .unwrap_or_default();
         found.push(format!(
             "Deployment {}/istiod (image {image})",

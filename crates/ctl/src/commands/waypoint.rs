@@ -578,7 +578,7 @@ fn empty_note(ctx: &Ctx, all: bool) -> String {
 }
 
 fn print_list(ctx: &Ctx, rows: &[WaypointRow], a: &WaypointListArgs) -> anyhow::Result<()> {
-    output::print(ctx.output, rows, || {
+    output::print(ctx.output, &rows, || {
         if rows.is_empty() {
             return empty_note(ctx, a.all_namespaces);
         }
@@ -604,7 +604,7 @@ fn print_list(ctx: &Ctx, rows: &[WaypointRow], a: &WaypointListArgs) -> anyhow::
 }
 
 fn print_status(ctx: &Ctx, rows: &[WaypointRow], a: &WaypointStatusArgs) -> anyhow::Result<()> {
-    output::print(ctx.output, rows, || {
+    output::print(ctx.output, &rows, || {
         if rows.is_empty() {
             return empty_note(ctx, a.all_namespaces);
         }
@@ -658,7 +658,7 @@ fn print_deleted(ctx: &Ctx, results: &[DeleteResult], ns: &str) -> anyhow::Resul
             );
         }
     }
-    output::print(ctx.output, results, || {
+    output::print(ctx.output, &results, || {
         if results.is_empty() {
             return format!("No waypoints found in namespace {ns}.\n");
         }

@@ -106,7 +106,7 @@ fn draw_shapes(
     let mut labels = Vec::new();
 
     let root = BitMapBackend::with_buffer(pixels, (WIDTH, HEIGHT)).into_drawing_area();
-    let sub = root.shrink((x0, y0), (x1 - x0, y1 - y0));
+    let sub = root.clone().shrink((x0, y0), (x1 - x0, y1 - y0));
     let mut chart = ChartBuilder::on(&sub)
         .margin_top(64)
         .margin_left(64)
@@ -315,5 +315,76 @@ mod tests {
         assert_eq!(nice_step(0.9, 5.0), 0.2);
         assert_eq!(fmt_tick(2.5), "2.5");
         assert_eq!(fmt_tick(200.0), "200");
+    }
+
+    fn sample() -> BenchResults {
+        use crate::bench::fortio::Latency;
+        use crate::bench::iperf::Throughput;
+        use crate::bench::report::model::{Dataplane, PathLatency, PathThroughput};
+        let lat = |p50: f64| Latency {
+            p50_us: p50,
+            p90_us: p50 * 1.5,
+            p99_us: p50 * 3.0,
+            p999_us: p50 * 6.0,
+            avg_us: p50,
+            max_us: p50 * 10.0,
+            requests: 12_000,
+            actual_qps: 1000.0,
+            errors: 0,
+        };
+        let tp = |path, streams, gbps| PathThroughput {
+            path,
+            streams,
+            throughput: Throughput {
+                gbps,
+                retransmits: None,
+            },
+            proxies: Vec::new(),
+        };
+        BenchResults {
+            date: "2030-01-02".into(),
+            dataplane: Some(Dataplane {
+                latency: vec![
+                    PathLatency { path: MeshPath::NoMesh, latency: lat(200.0) },
+                    PathLatency { path: MeshPath::L4, latency: lat(260.0) },
+                ],
+                l7_unavailable: Some("no waypoint binary".into()),
+                throughput: vec![
+                    tp(MeshPath::NoMesh, 1, 20.0),
+                    tp(MeshPath::L4, 1, 4.0),
+                    tp(MeshPath::NoMesh, 8, 30.0),
+                    tp(MeshPath::L4, 8, 9.0),
+                ],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn renders_a_png_with_bars_and_text() {
+        let path = std::env::temp_dir().join(format!("mesh-bench-chart-{}.png", std::process::id()));
+        render(&sample(), &path).expect("chart rendered (needs a TrueType font: fonts-dejavu-core)");
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+        let decoder = png::Decoder::new(std::io::Cursor::new(&bytes));
+        let mut reader = decoder.read_info().unwrap();
+        let mut buf = vec![0; reader.output_buffer_size()];
+        let info = reader.next_frame(&mut buf).unwrap();
+        assert_eq!((info.width, info.height), (WIDTH, HEIGHT));
+        let px = &buf[..info.buffer_size()];
+        let has = |c: Rgb| px.chunks(3).any(|p| (p[0], p[1], p[2]) == c);
+        assert!(has(color(MeshPath::NoMesh)), "no-mesh bars drawn");
+        assert!(has(color(MeshPath::L4)), "L4 bars drawn");
+        assert!(!has(color(MeshPath::L7)), "no L7 bars without an L7 figure");
+        // Text is anti-aliased dark grey on white: some near-black pixels exist.
+        assert!(px.chunks(3).any(|p| p[0] < 80 && p[1] < 80 && p[2] < 80));
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn nothing_to_chart_is_an_error() {
+        let e = render(&BenchResults::default(), std::path::Path::new("/nonexistent/x.png"));
+        assert!(e.unwrap_err().to_string().contains("no data-plane figures"));
     }
 }

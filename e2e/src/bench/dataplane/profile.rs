@@ -58,6 +58,9 @@ fn report(data: &Path, out: &Path, title: &str) -> Result<(), BenchError> {
     Ok(())
 }
 
+/// A load to profile under.
+type Load<'a> = dyn Fn() -> Result<(), BenchError> + 'a;
+
 /// Profiles both ztunnels during an L4 iperf3 run (1 connection) and an L4 fortio run.
 pub(super) fn run(bed: &Bed<'_>, dir: &Path) -> Result<(), BenchError> {
     if prereq::in_path("perf").is_none() {
@@ -67,7 +70,7 @@ pub(super) fn run(bed: &Bed<'_>, dir: &Path) -> Result<(), BenchError> {
         });
     }
     std::fs::create_dir_all(dir).map_err(BenchError::io(format!("creating {}", dir.display())))?;
-    let loads: [(&str, &dyn Fn() -> Result<(), BenchError>); 2] = [
+    let loads: [(&str, &Load<'_>); 2] = [
         ("iperf3", &|| bed.throughput(MeshPath::L4, 1).map(|_| ())),
         ("fortio", &|| bed.latency(MeshPath::L4).map(|_| ())),
     ];

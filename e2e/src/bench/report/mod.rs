@@ -7,7 +7,7 @@ pub mod targets;
 
 use std::path::{Path, PathBuf};
 
-pub use model::*;
+pub use model::{BenchResults, Settings};
 
 use super::chart;
 use super::error::BenchError;
