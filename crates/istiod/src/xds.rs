@@ -19,8 +19,7 @@ use tokio::sync::watch;
 
 use crate::metrics::Metrics;
 use crate::model::{
-    Model, ModelConfig, authorization_resource_name, service_resource_name,
-    waypoint_resource_name,
+    Model, ModelConfig, authorization_resource_name, service_resource_name, waypoint_resource_name,
 };
 use crate::status::{ControlPlaneStatus, IssueView, Projected};
 

@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 
 use common::harness::{Harness, Recorder, eventually};
-use common::waypoint::{SPLIT_ROUTE, gateway, mesh};
+use common::waypoint::{SPLIT_ROUTE, gateway, mesh_without_gateway};
 use mesh_proto::proto::discovery::Node;
 use mesh_proto::proto::type_url::{ADDRESS, AUTHORIZATION, WAYPOINT};
 use mesh_proto::proto::waypoint::Waypoint;
@@ -62,7 +62,10 @@ fn waypoint(rec: &Recorder) -> Result<Waypoint, String> {
 
 fn service(rec: &Recorder, name: &str) -> Service {
     let any = rec.get(ADDRESS, name).expect("service held");
-    match Address::decode(any.value.as_slice()).expect("Address").r#type {
+    match Address::decode(any.value.as_slice())
+        .expect("Address")
+        .r#type
+    {
         Some(address::Type::Service(s)) => s,
         other => panic!("not a service: {other:?}"),
     }
@@ -86,15 +89,9 @@ async fn waypoints_status(h: &Harness) -> Vec<serde_json::Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waypoint_client_receives_its_configuration_and_only_what_changes() {
-    let mesh = mesh();
-    let (gateway_yaml, rest) = mesh
-        .split_once("---\napiVersion: v1\nkind: Service")
-        .map(|(head, tail)| (head, format!("apiVersion: v1\nkind: Service{tail}")))
-        .expect("mesh manifests");
-    assert!(gateway_yaml.contains("kind: Gateway"), "{gateway_yaml}");
     let h = Harness::start(&[
-        ("mesh.yaml", &rest),
-        ("gateway.yaml", gateway_yaml),
+        ("mesh.yaml", &mesh_without_gateway()),
+        ("gateway.yaml", &gateway("waypoint", "")),
         ("route.yaml", SPLIT_ROUTE),
         ("policy.yaml", DENY_ADMIN),
     ])
@@ -118,7 +115,11 @@ async fn waypoint_client_receives_its_configuration_and_only_what_changes() {
     assert_eq!(w.policies.len(), 1);
     assert_eq!(w.policies[0].name, "demo/no-admin");
     // The L7 policy is the waypoint's alone: ztunnel gets no Authorization for it.
-    assert!(rec.names(AUTHORIZATION).is_empty(), "{:?}", rec.names(AUTHORIZATION));
+    assert!(
+        rec.names(AUTHORIZATION).is_empty(),
+        "{:?}",
+        rec.names(AUTHORIZATION)
+    );
     let reviews = service(&rec, REVIEWS);
     assert!(reviews.waypoint.is_some(), "reviews is bound: {reviews:?}");
 
@@ -153,7 +154,10 @@ async fn waypoint_client_receives_its_configuration_and_only_what_changes() {
     let pushed: Vec<_> = rec.log.lock()[before..].to_vec();
     assert!(!pushed.is_empty());
     for applied in &pushed {
-        assert_eq!(applied.type_url, WAYPOINT, "only the Waypoint is sent: {pushed:?}");
+        assert_eq!(
+            applied.type_url, WAYPOINT,
+            "only the Waypoint is sent: {pushed:?}"
+        );
         assert_eq!(applied.updated, [WAYPOINT_NAME], "{pushed:?}");
         assert!(applied.removed.is_empty(), "{pushed:?}");
     }
@@ -172,14 +176,23 @@ async fn waypoint_client_receives_its_configuration_and_only_what_changes() {
     assert!(rec.log.lock().iter().any(|a| a.removed == [WAYPOINT_NAME]));
     assert!(service(&rec, REVIEWS).waypoint.is_some());
     let status = waypoints_status(&h).await;
-    assert_eq!(status[0]["conditions"][0]["reason"], "GatewayNotFound", "{status:?}");
+    assert_eq!(
+        status[0]["conditions"][0]["reason"], "GatewayNotFound",
+        "{status:?}"
+    );
     assert!(status[0]["resource"].is_null());
     let (_, issues) = h.get("/debug/config_issues").await;
-    assert!(issues.contains("demo/waypoint, which does not exist"), "{issues}");
+    assert!(
+        issues.contains("demo/waypoint, which does not exist"),
+        "{issues}"
+    );
 
     // And back.
     h.write("gateway.yaml", &gateway("waypoint", ""));
-    eventually("the Waypoint again", || async { waypoint(&rec).map(|_| ()) }).await;
+    eventually("the Waypoint again", || async {
+        waypoint(&rec).map(|_| ())
+    })
+    .await;
     let (_, xds) = h.get("/debug/xds").await;
     let xds: serde_json::Value = serde_json::from_str(&xds).expect("JSON");
     assert_eq!(xds["resources"][WAYPOINT], 1, "{xds}");

@@ -64,7 +64,10 @@ fn gateway_defines_a_waypoint_with_its_service_address() {
     assert!(st.issues.is_empty(), "{st:?}");
 
     let wp = m.waypoint("demo/waypoint").expect("Waypoint resource");
-    assert_eq!((wp.namespace.as_str(), wp.name.as_str()), ("demo", "waypoint"));
+    assert_eq!(
+        (wp.namespace.as_str(), wp.name.as_str()),
+        ("demo", "waypoint")
+    );
 
     // The waypoint pod is published with HBONE although it is never enrolled itself.
     let pod = m.workload("demo/waypoint-0").expect("waypoint workload");
@@ -76,7 +79,10 @@ fn gateway_defines_a_waypoint_with_its_service_address() {
 #[test]
 fn namespace_label_binds_services_and_not_workloads() {
     let m = model(&mesh());
-    assert_eq!(service_waypoint(&m, REVIEWS), address("demo", WAYPOINT_HOST));
+    assert_eq!(
+        service_waypoint(&m, REVIEWS),
+        address("demo", WAYPOINT_HOST)
+    );
     assert_eq!(m.workload("demo/reviews-0").expect("pod").waypoint, None);
     assert_eq!(
         bound_keys(&m, "demo/waypoint"),
@@ -87,7 +93,11 @@ fn namespace_label_binds_services_and_not_workloads() {
         ]
     );
     let wp = m.waypoint("demo/waypoint").expect("waypoint");
-    let reviews = wp.services.iter().find(|s| s.key == REVIEWS).expect("reviews");
+    let reviews = wp
+        .services
+        .iter()
+        .find(|s| s.key == REVIEWS)
+        .expect("reviews");
     assert_eq!(reviews.name, "reviews");
     assert_eq!(reviews.hostname, "reviews.demo.svc.cluster.local");
     assert_eq!(reviews.vips, vec![vec![10, 96, 0, 10]]);
@@ -125,7 +135,12 @@ fn waypoint_for_workload_binds_workloads_only() {
 
     // `all` binds both.
     let m = model(&yaml.replace("waypoint-for: workload", "waypoint-for: all"));
-    assert!(m.workload("demo/reviews-0").expect("pod").waypoint.is_some());
+    assert!(
+        m.workload("demo/reviews-0")
+            .expect("pod")
+            .waypoint
+            .is_some()
+    );
     assert!(service_waypoint(&m, REVIEWS).is_some());
 }
 
@@ -135,12 +150,27 @@ fn none_opts_a_service_out_and_object_labels_override_the_namespace() {
         mesh(),
         gateway("other", ""),
         waypoint_deployment("other", "10.96.0.101", "10.0.0.101"),
-        service("ratings", "ratings", "10.96.0.20", "istio.io/use-waypoint: none", ""),
-        service("details", "details", "10.96.0.21", "istio.io/use-waypoint: other", ""),
+        service(
+            "ratings",
+            "ratings",
+            "10.96.0.20",
+            "istio.io/use-waypoint: none",
+            "",
+        ),
+        service(
+            "details",
+            "details",
+            "10.96.0.21",
+            "istio.io/use-waypoint: other",
+            "",
+        ),
     ]
     .concat();
     let m = model(&yaml);
-    assert_eq!(service_waypoint(&m, "demo/ratings.demo.svc.cluster.local"), None);
+    assert_eq!(
+        service_waypoint(&m, "demo/ratings.demo.svc.cluster.local"),
+        None
+    );
     assert_eq!(
         service_waypoint(&m, "demo/details.demo.svc.cluster.local"),
         address("demo", "other.demo.svc.cluster.local")
@@ -149,7 +179,11 @@ fn none_opts_a_service_out_and_object_labels_override_the_namespace() {
         bound_keys(&m, "demo/other"),
         ["demo/details.demo.svc.cluster.local"]
     );
-    assert!(!bound_keys(&m, "demo/waypoint").iter().any(|k| k.contains("ratings")));
+    assert!(
+        !bound_keys(&m, "demo/waypoint")
+            .iter()
+            .any(|k| k.contains("ratings"))
+    );
 }
 
 #[test]
@@ -166,7 +200,12 @@ fn the_waypoints_own_service_and_pods_are_never_bound() {
     // Even with workload binding for the rest of the namespace.
     let m = model(&mesh().replace("labels: {}}", "labels: {istio.io/waypoint-for: all}}"));
     assert_eq!(m.workload("demo/waypoint-0").expect("pod").waypoint, None);
-    assert!(m.workload("demo/reviews-0").expect("pod").waypoint.is_some());
+    assert!(
+        m.workload("demo/reviews-0")
+            .expect("pod")
+            .waypoint
+            .is_some()
+    );
 }
 
 #[test]
@@ -174,7 +213,12 @@ fn a_missing_waypoint_fails_closed_and_is_reported() {
     let yaml = [
         namespace(Some("missing")),
         service("reviews", "reviews", "10.96.0.10", "", ""),
-        pod("reviews-0", "reviews", "10.0.0.10", ", istio.io/use-waypoint: gone"),
+        pod(
+            "reviews-0",
+            "reviews",
+            "10.0.0.10",
+            ", istio.io/use-waypoint: gone",
+        ),
     ]
     .concat();
     let m = model(&yaml);
@@ -190,10 +234,18 @@ fn a_missing_waypoint_fails_closed_and_is_reported() {
     assert!(m.waypoints.is_empty());
     let issues = issues_for(&m, "Namespace demo");
     assert_eq!(issues.len(), 1, "{issues:?}");
-    assert!(issues[0].contains("demo/missing, which does not exist"), "{issues:?}");
-    let st = m.waypoint_status("demo/missing").expect("status of a missing waypoint");
+    assert!(
+        issues[0].contains("demo/missing, which does not exist"),
+        "{issues:?}"
+    );
+    let st = m
+        .waypoint_status("demo/missing")
+        .expect("status of a missing waypoint");
     let accepted = st.condition("Accepted").expect("Accepted");
-    assert_eq!((accepted.status.as_str(), accepted.reason.as_str()), ("False", "GatewayNotFound"));
+    assert_eq!(
+        (accepted.status.as_str(), accepted.reason.as_str()),
+        ("False", "GatewayNotFound")
+    );
     assert_eq!(st.resource, None);
     assert!(st.refused[0].starts_with("Service demo/reviews"), "{st:?}");
 }
@@ -209,11 +261,20 @@ fn wrong_listener_is_reported_and_other_gateway_classes_are_ignored() {
     let m = model(&yaml);
     assert!(m.waypoints.is_empty());
     let issues = issues_for(&m, "Gateway demo/waypoint");
-    assert!(issues[0].contains("port 80 and protocol \"HTTP\""), "{issues:?}");
+    assert!(
+        issues[0].contains("port 80 and protocol \"HTTP\""),
+        "{issues:?}"
+    );
     // Still bound: the traffic is refused rather than let through without L7 policy.
-    assert_eq!(service_waypoint(&m, REVIEWS), address("demo", WAYPOINT_HOST));
+    assert_eq!(
+        service_waypoint(&m, REVIEWS),
+        address("demo", WAYPOINT_HOST)
+    );
     let st = m.waypoint_status("demo/waypoint").expect("status");
-    assert_eq!(st.condition("Accepted").expect("Accepted").reason, "ListenersNotValid");
+    assert_eq!(
+        st.condition("Accepted").expect("Accepted").reason,
+        "ListenersNotValid"
+    );
     assert!(!st.refused.is_empty());
     assert!(issues_for(&m, "Gateway demo/ingress").is_empty());
     assert!(m.waypoint_status("demo/ingress").is_none());
@@ -229,7 +290,11 @@ fn circuit_breaking_comes_from_service_annotations() {
     );
     let m = model(&yaml);
     let wp = m.waypoint("demo/waypoint").expect("waypoint");
-    let v1 = wp.services.iter().find(|s| s.name == "reviews-v1").expect("v1");
+    let v1 = wp
+        .services
+        .iter()
+        .find(|s| s.name == "reviews-v1")
+        .expect("v1");
     let cb = v1.circuit_breaker.as_ref().expect("circuit breaker");
     assert_eq!(
         (cb.max_connections, cb.max_pending_requests, cb.max_requests),
@@ -237,7 +302,10 @@ fn circuit_breaking_comes_from_service_annotations() {
     );
     assert_eq!((cb.consecutive_5xx, cb.ejection_ms), (3, 30_000));
     let issues = issues_for(&m, "Service demo/reviews-v1");
-    assert!(issues[0].contains("mesh.io/max-requests=\"lots\""), "{issues:?}");
+    assert!(
+        issues[0].contains("mesh.io/max-requests=\"lots\""),
+        "{issues:?}"
+    );
 }
 
 const POLICY: &str = "apiVersion: security.istio.io/v1
@@ -267,14 +335,21 @@ fn authorization_policy_with_target_refs_becomes_a_waypoint_policy() {
     let m = model(&(mesh() + POLICY));
     // Not an L4 policy: ztunnel gets nothing of it.
     assert!(m.authorizations.is_empty(), "{:?}", m.authorizations);
-    assert!(m.workloads.iter().all(|w| w.authorization_policies.is_empty()));
+    assert!(
+        m.workloads
+            .iter()
+            .all(|w| w.authorization_policies.is_empty())
+    );
 
     let wp = m.waypoint("demo/waypoint").expect("waypoint");
     let names: Vec<&str> = wp.policies.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["demo/no-admin", "demo/reviews-readers"]);
     let deny = &wp.policies[0];
     assert_eq!(deny.action, policy::Action::Deny as i32);
-    assert!(deny.targets.is_empty(), "a Gateway target covers every service");
+    assert!(
+        deny.targets.is_empty(),
+        "a Gateway target covers every service"
+    );
     assert_eq!(
         deny.rules,
         [PolicyRule {
@@ -355,9 +430,18 @@ spec:
     assert_eq!(jwt.rules.len(), 1);
     assert_eq!(jwt.rules[0].to[0].paths, ["/public"]);
     let issues = issues_for(&m, "AuthorizationPolicy demo/jwt");
-    assert!(issues[0].contains("rule 1 uses from.source.requestPrincipals"), "{issues:?}");
-    assert!(issues[1].contains("rule 2 uses the when key source.ip"), "{issues:?}");
-    assert!(issues.iter().all(|i| i.contains("matches nothing")), "{issues:?}");
+    assert!(
+        issues[0].contains("rule 1 uses from.source.requestPrincipals"),
+        "{issues:?}"
+    );
+    assert!(
+        issues[1].contains("rule 2 uses the when key source.ip"),
+        "{issues:?}"
+    );
+    assert!(
+        issues.iter().all(|i| i.contains("matches nothing")),
+        "{issues:?}"
+    );
 
     // CUSTOM fails closed: what it would ask an external authorizer about is denied.
     let ext = &wp.policies[0];
@@ -366,12 +450,15 @@ spec:
     assert!(issues_for(&m, "AuthorizationPolicy demo/ext")[0].contains("CUSTOM"));
     assert!(issues_for(&m, "AuthorizationPolicy demo/audit")[0].contains("AUDIT"));
     assert!(
-        issues_for(&m, "AuthorizationPolicy demo/unbound")[0]
-            .contains("not bound to a waypoint"),
+        issues_for(&m, "AuthorizationPolicy demo/unbound")[0].contains("not bound to a waypoint"),
         "{:?}",
         m.issues
     );
     // The waypoint's status lists what concerns it.
     let st = m.waypoint_status("demo/waypoint").expect("status");
-    assert!(st.issues.iter().any(|i| i.starts_with("AuthorizationPolicy demo/jwt: ")));
+    assert!(
+        st.issues
+            .iter()
+            .any(|i| i.starts_with("AuthorizationPolicy demo/jwt: "))
+    );
 }

@@ -56,14 +56,21 @@ fn route(yaml: &str) -> String {
 fn split_route_compiles_in_precedence_order() {
     // A second route: its /api prefix has no header match, so it ranks after the split
     // route's /api rule, but before the catch-all /.
-    let extra = route("  - matches: [{path: {type: PathPrefix, value: /api}}]\n    backendRefs: [{name: reviews-v1, port: 9080}]\n");
+    let extra = route(
+        "  - matches: [{path: {type: PathPrefix, value: /api}}]\n    backendRefs: [{name: reviews-v1, port: 9080}]\n",
+    );
     let m = model(&(mesh() + SPLIT_ROUTE + &extra));
     assert!(m.issues.is_empty(), "{:?}", m.issues);
     let routes = &bound(&m, REVIEWS).routes;
     let names: Vec<&str> = routes.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(
         names,
-        ["demo/reviews.2", "demo/reviews.1", "demo/extra.0", "demo/reviews.0"]
+        [
+            "demo/reviews.2",
+            "demo/reviews.1",
+            "demo/extra.0",
+            "demo/reviews.0"
+        ]
     );
     assert_eq!(
         routes[0],
@@ -91,12 +98,19 @@ fn split_route_compiles_in_precedence_order() {
         }]
     );
     assert_eq!(routes[1].backends, [backend(V2, 1)]);
-    assert_eq!(routes[2].ports, Vec::<u32>::new(), "no port in its parentRef");
+    assert_eq!(
+        routes[2].ports,
+        Vec::<u32>::new(),
+        "no port in its parentRef"
+    );
     assert_eq!(routes[3].backends, [backend(V1, 90), backend(V2, 10)]);
     // Routes attach to their parent only.
     assert!(bound(&m, V1).routes.is_empty());
     let st = m.waypoint_status("demo/waypoint").expect("status");
-    assert_eq!(st.routes, ["HTTPRoute demo/extra", "HTTPRoute demo/reviews"]);
+    assert_eq!(
+        st.routes,
+        ["HTTPRoute demo/extra", "HTTPRoute demo/reviews"]
+    );
 }
 
 #[test]
@@ -108,7 +122,11 @@ fn ties_go_to_the_older_route_then_the_name() {
         .replace("zz-old", "aa-new")
         .replace("2024-01-01", "2025-01-01");
     let m = model(&(mesh() + older + &newer));
-    let names: Vec<&str> = bound(&m, REVIEWS).routes.iter().map(|r| r.name.as_str()).collect();
+    let names: Vec<&str> = bound(&m, REVIEWS)
+        .routes
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
     assert_eq!(names, ["demo/zz-old.0", "demo/aa-new.0"]);
 }
 
@@ -169,7 +187,10 @@ fn filters_timeouts_and_retries_compile() {
             }),
         })
     );
-    assert_eq!((rewrite.timeout_ms, rewrite.backend_timeout_ms), (10_000, 500));
+    assert_eq!(
+        (rewrite.timeout_ms, rewrite.backend_timeout_ms),
+        (10_000, 500)
+    );
     assert_eq!(
         rewrite.retry,
         Some(Retry {
@@ -214,7 +235,10 @@ spec:
     assert_eq!(routes[0].kind, Kind::Grpc as i32);
     assert_eq!(routes[0].ports, [9090]);
     assert_eq!(
-        (routes[0].matches[0].grpc_service.as_str(), routes[0].matches[0].grpc_method.as_str()),
+        (
+            routes[0].matches[0].grpc_service.as_str(),
+            routes[0].matches[0].grpc_method.as_str()
+        ),
         ("reviews.Reviews", "Get")
     );
     assert_eq!(routes[0].matches[0].headers.len(), 1);
@@ -265,7 +289,11 @@ spec: {clusterIP: 10.96.0.30, ports: [{port: 80}]}
     let m = model(&(mesh() + &route(rules) + consumer));
     let routes = &bound(&m, REVIEWS).routes;
     let names: Vec<&str> = routes.iter().map(|r| r.name.as_str()).collect();
-    assert_eq!(names, ["demo/extra.3", "demo/extra.0"], "rules 1 and 2 are not programmed");
+    assert_eq!(
+        names,
+        ["demo/extra.3", "demo/extra.0"],
+        "rules 1 and 2 are not programmed"
+    );
     assert_eq!(routes[1].backends, [backend(V1, 1)]);
     assert_eq!(
         routes[0].backends,
@@ -282,11 +310,23 @@ spec: {clusterIP: 10.96.0.30, ports: [{port: 80}]}
         "rule 3: backendRef Service nothere: Service demo/nothere does not exist",
     ];
     for e in expect {
-        assert!(issues.iter().any(|i| i.starts_with(e)), "no issue {e:?} in {issues:?}");
+        assert!(
+            issues.iter().any(|i| i.starts_with(e)),
+            "no issue {e:?} in {issues:?}"
+        );
     }
     let consumer = issues_for(&m, "HTTPRoute demo/consumer");
-    assert!(consumer[0].contains("(a consumer route) is not supported"), "{consumer:?}");
-    assert!(consumer[1].contains("not bound to a waypoint"), "{consumer:?}");
+    assert!(
+        consumer[0].contains("(a consumer route) is not supported"),
+        "{consumer:?}"
+    );
+    assert!(
+        consumer[1].contains("not bound to a waypoint"),
+        "{consumer:?}"
+    );
     let st = m.waypoint_status("demo/waypoint").expect("status");
-    assert!(st.issues.iter().any(|i| i.contains("ExtensionRef")), "{st:?}");
+    assert!(
+        st.issues.iter().any(|i| i.contains("ExtensionRef")),
+        "{st:?}"
+    );
 }

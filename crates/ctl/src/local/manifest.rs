@@ -249,10 +249,14 @@ impl ManifestFile {
     pub fn remove(&mut self, key: &ObjectKey) -> Result<(), ManifestError> {
         match self.find(key) {
             Some(Place::Top(i)) => {
-                if i == 0 {
+                if i == 0 && self.segments.len() == 1 {
                     self.segments[0].body.clear();
                 } else {
                     self.segments.remove(i);
+                    // The new first document needs no separator.
+                    if i == 0 {
+                        self.segments[0].separator = None;
+                    }
                 }
                 Ok(())
             }

@@ -57,9 +57,13 @@ pub fn pod(name: &str, app: &str, ip: &str, labels: &str) -> String {
 /// The standard mesh: demo bound (namespace label) to the waypoint `waypoint`, the services
 /// reviews, reviews-v1 and reviews-v2 with one pod each.
 pub fn mesh() -> String {
+    gateway("waypoint", "") + &mesh_without_gateway()
+}
+
+/// [`mesh`] without the waypoint's Gateway.
+pub fn mesh_without_gateway() -> String {
     [
         namespace(Some("waypoint")),
-        gateway("waypoint", ""),
         waypoint_deployment("waypoint", "10.96.0.100", "10.0.0.100"),
         service("reviews", "reviews", "10.96.0.10", "", ""),
         service("reviews-v1", "reviews-v1", "10.96.0.11", "", ""),

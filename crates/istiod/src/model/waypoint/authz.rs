@@ -138,10 +138,7 @@ fn targets(
                 }
             }
             ("" | "core", kind::SERVICE) => {
-                let service = format!(
-                    "{ns}/{}",
-                    service_hostname(&t.name, ns, &cfg.domain_suffix)
-                );
+                let service = format!("{ns}/{}", service_hostname(&t.name, ns, &cfg.domain_suffix));
                 let exists = snapshot
                     .get(&ObjectKey::new(kind::SERVICE, ns, &t.name))
                     .is_some();
@@ -200,8 +197,7 @@ fn compile(ap: &AuthorizationPolicy, notes: &mut Vec<String>) -> Option<pb::Poli
         .is_some_and(|v| v == "true");
     if dry_run {
         notes.push(
-            "dry-run policies are not evaluated by the waypoint (no shadow mode); not sent"
-                .into(),
+            "dry-run policies are not evaluated by the waypoint (no shadow mode); not sent".into(),
         );
         return None;
     }
@@ -264,8 +260,11 @@ struct RuleConversion<'a> {
 impl RuleConversion<'_> {
     fn rule(&mut self, rule: &Rule) -> pb::PolicyRule {
         let mut from: Vec<pb::Source> = rule.from.iter().map(|f| self.source(&f.source)).collect();
-        let mut to: Vec<pb::Operation> =
-            rule.to.iter().map(|t| self.operation(&t.operation)).collect();
+        let mut to: Vec<pb::Operation> = rule
+            .to
+            .iter()
+            .map(|t| self.operation(&t.operation))
+            .collect();
         let mut when_source = pb::Source::default();
         let mut when_op = pb::Operation::default();
         for c in &rule.when {
@@ -299,7 +298,10 @@ impl RuleConversion<'_> {
 
     fn source(&mut self, s: &Source) -> pb::Source {
         self.unsupported("from.source.requestPrincipals", &s.request_principals);
-        self.unsupported("from.source.notRequestPrincipals", &s.not_request_principals);
+        self.unsupported(
+            "from.source.notRequestPrincipals",
+            &s.not_request_principals,
+        );
         self.unsupported("from.source.ipBlocks", &s.ip_blocks);
         self.unsupported("from.source.notIpBlocks", &s.not_ip_blocks);
         self.unsupported("from.source.remoteIpBlocks", &s.remote_ip_blocks);
@@ -313,7 +315,12 @@ impl RuleConversion<'_> {
             format!("*/ns/{ns}/sa/{sa}")
         };
         pb::Source {
-            principals: s.principals.iter().cloned().chain(s.service_accounts.iter().map(sa)).collect(),
+            principals: s
+                .principals
+                .iter()
+                .cloned()
+                .chain(s.service_accounts.iter().map(sa))
+                .collect(),
             not_principals: s
                 .not_principals
                 .iter()
@@ -351,9 +358,9 @@ impl RuleConversion<'_> {
         for v in values {
             match v.trim().parse::<u16>() {
                 Ok(p) if p > 0 => out.push(u32::from(p)),
-                _ => self
-                    .problems
-                    .push(format!("has an invalid value ({field}: {v:?} is not a port)")),
+                _ => self.problems.push(format!(
+                    "has an invalid value ({field}: {v:?} is not a port)"
+                )),
             }
         }
         out
@@ -378,8 +385,7 @@ impl RuleConversion<'_> {
             .and_then(|k| k.strip_suffix(']'))
         {
             if !c.not_values.is_empty() {
-                self.problems
-                    .push(format!("uses notValues on {key}"));
+                self.problems.push(format!("uses notValues on {key}"));
                 return;
             }
             match validate::header_name(header) {
@@ -390,13 +396,19 @@ impl RuleConversion<'_> {
         }
         match key {
             "source.namespace" => {
-                if once(self, !source.namespaces.is_empty() || !source.not_namespaces.is_empty()) {
+                if once(
+                    self,
+                    !source.namespaces.is_empty() || !source.not_namespaces.is_empty(),
+                ) {
                     source.namespaces = c.values.clone();
                     source.not_namespaces = c.not_values.clone();
                 }
             }
             "source.principal" => {
-                if once(self, !source.principals.is_empty() || !source.not_principals.is_empty()) {
+                if once(
+                    self,
+                    !source.principals.is_empty() || !source.not_principals.is_empty(),
+                ) {
                     source.principals = c.values.clone();
                     source.not_principals = c.not_values.clone();
                 }
@@ -407,9 +419,9 @@ impl RuleConversion<'_> {
                     op.not_ports = self.ports(key, &c.not_values);
                 }
             }
-            _ => self
-                .problems
-                .push(format!("uses the when key {key}, which the waypoint does not evaluate")),
+            _ => self.problems.push(format!(
+                "uses the when key {key}, which the waypoint does not evaluate"
+            )),
         }
     }
 
@@ -417,8 +429,20 @@ impl RuleConversion<'_> {
     /// expressed and is reported.
     fn merge_source(&mut self, s: &mut pb::Source, w: &pb::Source) {
         let pairs = [
-            (&mut s.namespaces, &mut s.not_namespaces, &w.namespaces, &w.not_namespaces, "namespaces"),
-            (&mut s.principals, &mut s.not_principals, &w.principals, &w.not_principals, "principals"),
+            (
+                &mut s.namespaces,
+                &mut s.not_namespaces,
+                &w.namespaces,
+                &w.not_namespaces,
+                "namespaces",
+            ),
+            (
+                &mut s.principals,
+                &mut s.not_principals,
+                &w.principals,
+                &w.not_principals,
+                "principals",
+            ),
         ];
         for (values, not_values, wv, wn, field) in pairs {
             if wv.is_empty() && wn.is_empty() {

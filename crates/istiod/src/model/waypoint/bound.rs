@@ -107,10 +107,11 @@ fn protocol_name(v: &str) -> &'static str {
 
 /// Whether the Service carries any circuit-breaking annotation.
 pub(crate) fn has_circuit_breaker(svc: &K8sService) -> bool {
-    svc.metadata
-        .annotations
-        .as_ref()
-        .is_some_and(|a| CIRCUIT_BREAKER_ANNOTATIONS.iter().any(|k| a.contains_key(*k)))
+    svc.metadata.annotations.as_ref().is_some_and(|a| {
+        CIRCUIT_BREAKER_ANNOTATIONS
+            .iter()
+            .any(|k| a.contains_key(*k))
+    })
 }
 
 fn circuit_breaker(

@@ -42,7 +42,11 @@ pub(crate) struct Filters {
 const REQUEST_HEADER_MODIFIER: &str = "RequestHeaderModifier";
 const RESPONSE_HEADER_MODIFIER: &str = "ResponseHeaderModifier";
 
-pub(crate) fn filters(list: &[gw::HttpRouteFilter], ctx: &RuleCtx<'_>, p: &mut Problems) -> Filters {
+pub(crate) fn filters(
+    list: &[gw::HttpRouteFilter],
+    ctx: &RuleCtx<'_>,
+    p: &mut Problems,
+) -> Filters {
     let mut out = Filters::default();
     for f in list {
         match f.type_.as_str() {
@@ -122,15 +126,21 @@ fn modifiers(m: &gw::HeaderModifier, p: &mut Problems) -> Vec<pb::HeaderModifier
 
 fn path_rewrite(m: &gw::PathModifier, p: &mut Problems) -> Option<pb::PathRewrite> {
     use pb::path_rewrite::Kind;
-    let kind = match (m.type_.as_str(), &m.replace_full_path, &m.replace_prefix_match) {
+    let kind = match (
+        m.type_.as_str(),
+        &m.replace_full_path,
+        &m.replace_prefix_match,
+    ) {
         ("ReplaceFullPath", Some(v), _) => Kind::Full(v.clone()),
         ("ReplacePrefixMatch", _, Some(v)) => Kind::Prefix(v.clone()),
         ("ReplaceFullPath" | "ReplacePrefixMatch", _, _) => {
-            p.fatal.push(format!("path modifier {} has no value", m.type_));
+            p.fatal
+                .push(format!("path modifier {} has no value", m.type_));
             return None;
         }
         (other, _, _) => {
-            p.fatal.push(format!("unknown path modifier type {other:?}"));
+            p.fatal
+                .push(format!("unknown path modifier type {other:?}"));
             return None;
         }
     };
@@ -204,8 +214,9 @@ pub(crate) fn backends(
         let kind_ = r.kind.as_deref().unwrap_or(kind::SERVICE);
         let what = format!("backendRef {kind_} {}", r.name);
         if !matches!(group, "" | "core") || kind_ != kind::SERVICE {
-            p.notes
-                .push(format!("{what}: only Service backends are supported; dropped"));
+            p.notes.push(format!(
+                "{what}: only Service backends are supported; dropped"
+            ));
             continue;
         }
         let ns = r.namespace.as_deref().unwrap_or(ctx.namespace);
@@ -239,7 +250,11 @@ pub(crate) fn backends(
         };
         for f in &r.filters {
             let mut fp = Problems::default();
-            match (f.type_.as_str(), &f.request_header_modifier, &f.response_header_modifier) {
+            match (
+                f.type_.as_str(),
+                &f.request_header_modifier,
+                &f.response_header_modifier,
+            ) {
                 (REQUEST_HEADER_MODIFIER, Some(m), _) => {
                     backend.request_headers.extend(modifiers(m, &mut fp))
                 }
@@ -250,16 +265,16 @@ pub(crate) fn backends(
                     "filter {other:?} is not supported on a backend (only header modifiers)"
                 )),
             }
-            p.fatal.extend(fp.fatal.into_iter().map(|e| format!("{what}: {e}")));
+            p.fatal
+                .extend(fp.fatal.into_iter().map(|e| format!("{what}: {e}")));
         }
         out.push(backend);
     }
     if !refs.is_empty() && out.is_empty() {
         p.fatal.push("no valid backendRef".into());
     } else if !out.is_empty() && out.iter().all(|b| b.weight == 0) {
-        p.notes.push(
-            "every backendRef has weight 0: requests matching this rule get a 500".into(),
-        );
+        p.notes
+            .push("every backendRef has weight 0: requests matching this rule get a 500".into());
     }
     out
 }
@@ -269,8 +284,7 @@ pub(crate) fn timeouts(t: Option<&gw::HttpRouteTimeouts>, p: &mut Problems) -> (
     let Some(t) = t else {
         return (0, 0);
     };
-    let mut read = |field: &str, v: &Option<String>| match v.as_deref().map(validate::duration_ms)
-    {
+    let mut read = |field: &str, v: &Option<String>| match v.as_deref().map(validate::duration_ms) {
         None => 0,
         Some(Ok(ms)) => ms,
         Some(Err(e)) => {

@@ -175,7 +175,9 @@ fn define(gw: &Gateway, report: &mut Report<'_, '_>) -> WaypointDef {
              {HBONE_PORT} and protocol {HBONE_PROTOCOL}",
             l.port, l.protocol
         )),
-        _ => Some(format!("listener {MESH_LISTENER:?} is declared more than once")),
+        _ => Some(format!(
+            "listener {MESH_LISTENER:?} is declared more than once"
+        )),
     };
     if let Some(reason) = &rejected {
         report.waypoint(

@@ -60,7 +60,12 @@ impl Report<'_, '_> {
         self.issues.push(key, reason);
     }
 
-    pub(crate) fn waypoint(&mut self, wp: &WaypointRef, key: &ObjectKey, reason: impl Into<String>) {
+    pub(crate) fn waypoint(
+        &mut self,
+        wp: &WaypointRef,
+        key: &ObjectKey,
+        reason: impl Into<String>,
+    ) {
         self.waypoints([wp], key, reason);
     }
 
@@ -113,7 +118,10 @@ pub(crate) fn build(
     let k8s: BTreeMap<String, (&K8sService, ObjectKey)> = snapshot
         .services()
         .map(|s| {
-            let (ns, name) = (selector::namespace(&s.metadata), selector::name(&s.metadata));
+            let (ns, name) = (
+                selector::namespace(&s.metadata),
+                selector::name(&s.metadata),
+            );
             let key = format!("{ns}/{}", service_hostname(name, ns, &cfg.domain_suffix));
             (key, (s, ObjectKey::new(kind::SERVICE, ns, name)))
         })
@@ -249,8 +257,7 @@ impl StatusBook<'_> {
             .workloads
             .iter()
             .filter(|w| {
-                w.services.contains_key(&service_key)
-                    && w.status == WorkloadStatus::Healthy as i32
+                w.services.contains_key(&service_key) && w.status == WorkloadStatus::Healthy as i32
             })
             .count();
         let accepted = match def {
@@ -270,7 +277,12 @@ impl StatusBook<'_> {
             Some(_) => Condition::new("Accepted", true, "Accepted", ""),
         };
         let programmed = if !accepted.is_true() {
-            Condition::new("Programmed", false, "Invalid", "the waypoint is not accepted")
+            Condition::new(
+                "Programmed",
+                false,
+                "Invalid",
+                "the waypoint is not accepted",
+            )
         } else if !service_found {
             Condition::new(
                 "Programmed",
@@ -311,7 +323,9 @@ impl StatusBook<'_> {
             namespace: wp.namespace.clone(),
             name: wp.name.clone(),
             resource: resource.map(waypoint_resource_name),
-            waypoint_for: def.map_or("unknown", |d| d.waypoint_for.as_str()).to_string(),
+            waypoint_for: def
+                .map_or("unknown", |d| d.waypoint_for.as_str())
+                .to_string(),
             address: WaypointAddress {
                 hostname,
                 hbone_port: u32::from(HBONE_PORT),

@@ -47,7 +47,14 @@ struct RouteObject<'a> {
 }
 
 /// Sort key: precedence, then age, then name, then position.
-type Order = (std::cmp::Reverse<Rank>, Option<Time>, String, String, usize, usize);
+type Order = (
+    std::cmp::Reverse<Rank>,
+    Option<Time>,
+    String,
+    String,
+    usize,
+    usize,
+);
 
 pub(crate) struct Attacher<'a, 'r, 'i, 's> {
     pub snapshot: &'a Snapshot,
@@ -239,7 +246,11 @@ impl Attacher<'_, '_, '_, '_> {
                 .ok_or_else(|| format!("{what}: the Service has no port named {section:?}"))
                 .map(Some)?,
             (None, Some(port)) => {
-                if !ports.into_iter().flatten().any(|p| p.port == i32::from(port)) {
+                if !ports
+                    .into_iter()
+                    .flatten()
+                    .any(|p| p.port == i32::from(port))
+                {
                     return Err(format!("{what}: the Service has no port {port}"));
                 }
                 Some(u32::from(port))

@@ -57,8 +57,11 @@ pub(crate) fn http_rule(
     ctx: &RuleCtx<'_>,
     p: &mut Problems,
 ) -> Vec<Entry> {
-    let matches: Vec<(Rank, pb::RouteMatch)> =
-        rule.matches.iter().filter_map(|m| http_match(m, p)).collect();
+    let matches: Vec<(Rank, pb::RouteMatch)> = rule
+        .matches
+        .iter()
+        .filter_map(|m| http_match(m, p))
+        .collect();
     let (timeout_ms, backend_timeout_ms) = filter::timeouts(rule.timeouts.as_ref(), p);
     let base = pb::Route {
         name: name.to_string(),
@@ -78,8 +81,11 @@ pub(crate) fn grpc_rule(
     ctx: &RuleCtx<'_>,
     p: &mut Problems,
 ) -> Vec<Entry> {
-    let matches: Vec<(Rank, pb::RouteMatch)> =
-        rule.matches.iter().filter_map(|m| grpc_match(m, p)).collect();
+    let matches: Vec<(Rank, pb::RouteMatch)> = rule
+        .matches
+        .iter()
+        .filter_map(|m| grpc_match(m, p))
+        .collect();
     let base = pb::Route {
         name: name.to_string(),
         kind: pb::Kind::Grpc as i32,
@@ -222,7 +228,13 @@ fn grpc_match(m: &gw::GrpcRouteMatch, p: &mut Problems) -> Option<(Rank, pb::Rou
                 out.grpc_method = name;
             }
             "RegularExpression" => {
-                let part = |v: &str| if v.is_empty() { "[^/]+".to_string() } else { v.to_string() };
+                let part = |v: &str| {
+                    if v.is_empty() {
+                        "[^/]+".to_string()
+                    } else {
+                        v.to_string()
+                    }
+                };
                 for v in [&service, &name].into_iter().filter(|v| !v.is_empty()) {
                     if let Err(e) = validate::regex(v) {
                         p.fatal.push(e);
@@ -237,7 +249,8 @@ fn grpc_match(m: &gw::GrpcRouteMatch, p: &mut Problems) -> Option<(Rank, pb::Rou
                 });
             }
             other => {
-                p.fatal.push(format!("unknown gRPC method match type {other:?}"));
+                p.fatal
+                    .push(format!("unknown gRPC method match type {other:?}"));
                 return None;
             }
         }

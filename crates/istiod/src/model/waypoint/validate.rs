@@ -47,7 +47,12 @@ pub(super) fn path(p: &str) -> Result<(), String> {
 pub(super) fn regex(r: &str) -> Result<(), String> {
     regex::Regex::new(&format!("^(?:{r})$"))
         .map(|_| ())
-        .map_err(|e| format!("invalid regular expression {r:?}: {}", one_line(&e.to_string())))
+        .map_err(|e| {
+            format!(
+                "invalid regular expression {r:?}: {}",
+                one_line(&e.to_string())
+            )
+        })
 }
 
 /// A Gateway API duration (`1h`, `30s`, `500ms`, `1m30s`: one to four number-unit pairs, units
