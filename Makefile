@@ -32,9 +32,14 @@ lint: deps ## cargo fmt --check and clippy with -D warnings
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 .PHONY: test
-test: deps lint ## Everything CI runs: lint, then every test (needs root for the netns tiers)
+test: deps lint charts-test ## Everything CI runs: lint, chart checks, then every test (root for the netns tiers)
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --no-fail-fast
+
+.PHONY: charts-test
+charts-test: deps ## helm lint and template of every chart (builds the pinned helm once, cached)
+	e2e/cluster/build.sh helm
+	HELM=$$(e2e/cluster/build.sh --print-env | sed -n 's/^HELM_BIN_DIR=//p')/helm charts/test.sh
 
 .PHONY: demo
 demo: deps ## The main job: run the local ambient mesh demo (root)

@@ -131,6 +131,10 @@ async fn waypoint_client_receives_its_configuration_and_only_what_changes() {
     assert_eq!(st["conditions"][0]["status"], "True");
     assert_eq!(st["conditions"][1]["status"], "True", "{st}");
     assert_eq!(st["address"]["hostname"], "waypoint.demo.svc.cluster.local");
+    assert_eq!(
+        st["addresses"],
+        serde_json::json!([{"type": "Hostname", "value": "waypoint.demo.svc.cluster.local"}])
+    );
     assert_eq!(st["routes"][0], "HTTPRoute demo/reviews");
     assert_eq!(st["policies"][0], "demo/no-admin");
 

@@ -42,7 +42,7 @@ pub use bound::{
 };
 pub use filter::DEFAULT_RETRY_ATTEMPTS;
 pub use gateway::{HBONE_PORT, HBONE_PROTOCOL, MESH_LISTENER};
-pub use status::{Condition, WaypointAddress, WaypointStatus};
+pub use status::{Condition, StatusAddress, WaypointAddress, WaypointStatus};
 
 /// xDS resource name of a waypoint: `namespace/name`.
 pub fn waypoint_resource_name(w: &pb::Waypoint) -> String {
@@ -326,6 +326,14 @@ impl StatusBook<'_> {
             waypoint_for: def
                 .map_or("unknown", |d| d.waypoint_for.as_str())
                 .to_string(),
+            addresses: if service_found {
+                vec![StatusAddress {
+                    type_: "Hostname".into(),
+                    value: hostname.clone(),
+                }]
+            } else {
+                Vec::new()
+            },
             address: WaypointAddress {
                 hostname,
                 hbone_port: u32::from(HBONE_PORT),

@@ -43,6 +43,15 @@ pub struct WaypointAddress {
     pub ready_endpoints: usize,
 }
 
+/// A Gateway `status.addresses` entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StatusAddress {
+    /// `Hostname`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub value: String,
+}
+
 /// One waypoint, or a waypoint that `istio.io/use-waypoint` names but that does not exist.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct WaypointStatus {
@@ -54,6 +63,8 @@ pub struct WaypointStatus {
     /// `service`, `workload`, `all` or `none` (`istio.io/waypoint-for`).
     pub waypoint_for: String,
     pub address: WaypointAddress,
+    /// As `Gateway.status.addresses`: the waypoint Service's hostname, once the Service exists.
+    pub addresses: Vec<StatusAddress>,
     /// `Accepted` then `Programmed`.
     pub conditions: Vec<Condition>,
     /// Services whose traffic the waypoint receives (`namespace/hostname`).
