@@ -389,8 +389,8 @@ pub struct AnalyzeArgs {
     /// Namespace whose policies apply to the whole mesh.
     #[arg(long, default_value = "istio-system", value_name = "NS")]
     pub root_namespace: String,
-    /// In the cluster: report on every namespace (default: -n, or every namespace when -n is
-    /// not given).
+    /// Report on every namespace (the default unless -n is given; -n limits the report to one
+    /// namespace, cluster-wide findings included).
     #[arg(short = 'A', long)]
     pub all_namespaces: bool,
 }
@@ -493,7 +493,14 @@ mod tests {
     #[test]
     fn global_flags_after_the_subcommand() {
         let args = Args::try_parse_from([
-            "meshctl", "waypoint", "list", "-A", "-o", "json", "--config-dir", "/x",
+            "meshctl",
+            "waypoint",
+            "list",
+            "-A",
+            "-o",
+            "json",
+            "--config-dir",
+            "/x",
         ])
         .expect("parses");
         assert_eq!(args.global.output, OutputFormat::Json);

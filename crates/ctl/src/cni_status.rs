@@ -93,8 +93,7 @@ pub enum PodReport {
 /// Merges the statuses of every agent for `namespace/name`.
 pub fn report(statuses: &[AgentStatus], namespace: &str, name: &str) -> PodReport {
     for s in statuses {
-        if s
-            .enrolled
+        if s.enrolled
             .iter()
             .any(|p| p.namespace == namespace && p.name == name)
         {

@@ -54,10 +54,12 @@ pub fn join(base: &str, path: &str) -> String {
 
 /// `GET url`; a non-2xx answer is an error carrying the body's first line.
 pub async fn get(url: &str, timeout: Duration) -> Result<Bytes, HttpError> {
-    let uri: Uri = url.parse().map_err(|e: http::uri::InvalidUri| HttpError::Url {
-        url: url.to_string(),
-        reason: e.to_string(),
-    })?;
+    let uri: Uri = url
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| HttpError::Url {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })?;
     match uri.scheme_str() {
         Some("http") => {}
         Some(other) => {

@@ -94,17 +94,18 @@ impl IstiodClient {
 
 /// A `version` (or `build.version`) string field of a JSON document.
 pub fn version_field(v: &Value) -> Option<String> {
-    [v.get("version"), v.get("build").and_then(|b| b.get("version"))]
-        .into_iter()
-        .flatten()
-        .find_map(|x| x.as_str().map(str::to_string))
+    [
+        v.get("version"),
+        v.get("build").and_then(|b| b.get("version")),
+    ]
+    .into_iter()
+    .flatten()
+    .find_map(|x| x.as_str().map(str::to_string))
 }
 
 /// The `tag` label of `istio_build{...}` in a Prometheus text exposition.
 pub fn build_tag(metrics: &str) -> Option<String> {
-    let line = metrics
-        .lines()
-        .find(|l| l.starts_with("istio_build{"))?;
+    let line = metrics.lines().find(|l| l.starts_with("istio_build{"))?;
     let labels = line.strip_prefix("istio_build{")?.split('}').next()?;
     labels.split(',').find_map(|kv| {
         let (k, v) = kv.split_once('=')?;
@@ -147,15 +148,29 @@ fn parse_waypoint(item: &Value) -> Option<WaypointState> {
         .get("conditions")
         .or_else(|| status.and_then(|s| s.get("conditions")))
         .and_then(Value::as_array);
-    if let Some(cond) = conditions.and_then(|cs| {
-        cs.iter()
-            .find(|c| c.get("type").and_then(Value::as_str) == Some("Programmed"))
-    }) {
+    let condition = |t: &str| {
+        conditions.and_then(|cs| {
+            cs.iter()
+                .find(|c| c.get("type").and_then(Value::as_str) == Some(t))
+        })
+    };
+    let is_false = |c: &Value| match c.get("status") {
+        Some(Value::Bool(b)) => !b,
+        Some(Value::String(s)) => s.eq_ignore_ascii_case("false"),
+        _ => false,
+    };
+    // Programmed decides; a refused Gateway (Accepted=False) is not programmed either.
+    let decisive = condition("Programmed")
+        .or_else(|| condition("Accepted").filter(|c| is_false(c)));
+    if let Some(cond) = decisive {
         state.programmed = match cond.get("status") {
             Some(Value::Bool(b)) => Some(*b),
             Some(Value::String(s)) => Some(s.eq_ignore_ascii_case("true")),
             _ => None,
         };
+        if cond.get("type").and_then(Value::as_str) == Some("Accepted") {
+            state.programmed = Some(false);
+        }
         state.reason = str_at(cond, &["reason"]).map(str::to_string);
         state.message = str_at(cond, &["message"]).map(str::to_string);
     }
@@ -208,10 +223,15 @@ mod tests {
                         {"type": "Programmed", "status": "False", "reason": "NoPod",
                          "message": "no waypoint pod is ready"}]}},
             {"namespace": "c", "name": "x", "status": "Pending"},
+            {"namespace": "d", "name": "gone", "conditions": [
+                {"type": "Accepted", "status": "False", "reason": "GatewayNotFound",
+                 "message": "no Gateway d/gone"}]},
             {"no": "name"}
         ]});
         let states = parse_waypoints(&v);
-        assert_eq!(states.len(), 3);
+        assert_eq!(states.len(), 4);
+        assert_eq!(states[3].programmed, Some(false));
+        assert_eq!(states[3].reason.as_deref(), Some("GatewayNotFound"));
         assert_eq!(
             states[0],
             WaypointState {
@@ -236,7 +256,8 @@ mod tests {
             Some("1.2.3".into())
         );
         assert_eq!(version_field(&json!({"config_dir": "/x"})), None);
-        let metrics = "# TYPE istio_build gauge\nistio_build{component=\"pilot\",tag=\"0.1.0\"} 1\n";
+        let metrics =
+            "# TYPE istio_build gauge\nistio_build{component=\"pilot\",tag=\"0.1.0\"} 1\n";
         assert_eq!(build_tag(metrics), Some("0.1.0".into()));
         assert_eq!(build_tag("other 1\n"), None);
     }

@@ -65,7 +65,11 @@ impl KubeError {
                 let hint = match status.code {
                     401 => "; your credentials were refused: log in again or check --context",
                     403 => "; you lack the RBAC permission for this: ask a cluster admin",
-                    404 if status.reason == "NotFound" && status.message.contains("the server could not find the requested resource") => {
+                    404 if status.reason == "NotFound"
+                        && status
+                            .message
+                            .contains("the server could not find the requested resource") =>
+                    {
                         "; the resource type is not served: are its CRDs installed? (`meshctl precheck`)"
                     }
                     _ => "",
@@ -168,7 +172,7 @@ impl KubeEnv {
         let api: Api<Namespace> = Api::all(self.client.clone());
         let map: serde_json::Map<String, Value> = labels
             .iter()
-            .map(|(k, v)| (k.to_string(), v.map_or(Value::Null, |v| Value::from(v))))
+            .map(|(k, v)| (k.to_string(), v.map_or(Value::Null, Value::from)))
             .collect();
         let patch = serde_json::json!({"metadata": {"labels": map}});
         api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -310,7 +314,10 @@ pub fn dynamic_api(
 pub fn typed<T: serde::de::DeserializeOwned>(obj: &DynamicObject) -> Result<T, KubeError> {
     let what = format!(
         "{} {}/{}",
-        obj.types.as_ref().map(|t| t.kind.as_str()).unwrap_or("object"),
+        obj.types
+            .as_ref()
+            .map(|t| t.kind.as_str())
+            .unwrap_or("object"),
         obj.metadata.namespace.as_deref().unwrap_or(""),
         obj.metadata.name.as_deref().unwrap_or("")
     );
@@ -356,10 +363,21 @@ pub async fn apply_gateway(env: &KubeEnv, gw: &Gateway, force: bool) -> Result<(
     if force {
         pp = pp.force();
     }
-    api.patch(name, &pp, &Patch::Apply(gateway_object(gw)?))
+    match api
+        .patch(name, &pp, &Patch::Apply(gateway_object(gw)?))
         .await
-        .map_err(|e| KubeError::api(format!("apply Gateway {ns}/{name}"), e))?;
-    Ok(())
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 => Err(KubeError::Api {
+            what: format!("apply Gateway {ns}/{name}"),
+            message: format!(
+                "{}; another field manager owns these fields: pass --overwrite to take them over",
+                status.message
+            ),
+            code: Some(409),
+        }),
+        Err(e) => Err(KubeError::api(format!("apply Gateway {ns}/{name}"), e)),
+    }
 }
 
 /// The image tag of the first container of a pod (`unknown` without one).

@@ -82,10 +82,7 @@ impl Table {
 }
 
 /// Encodes `value` as JSON (pretty, newline-terminated) or YAML.
-pub fn encode<T: Serialize>(
-    format: OutputFormat,
-    value: &T,
-) -> Result<String, OutputError> {
+pub fn encode<T: Serialize>(format: OutputFormat, value: &T) -> Result<String, OutputError> {
     match format {
         OutputFormat::Yaml => Ok(serde_saphyr::to_string(value)?),
         OutputFormat::Json | OutputFormat::Table => {
@@ -196,7 +193,10 @@ mod tests {
     #[test]
     fn json_and_yaml_encode() {
         let v = serde_json::json!({"a": 1});
-        assert_eq!(encode(OutputFormat::Json, &v).expect("json"), "{\n  \"a\": 1\n}\n");
+        assert_eq!(
+            encode(OutputFormat::Json, &v).expect("json"),
+            "{\n  \"a\": 1\n}\n"
+        );
         assert_eq!(encode(OutputFormat::Yaml, &v).expect("yaml"), "a: 1\n");
     }
 }

@@ -150,9 +150,16 @@ pub fn waypoint_ref(obj: &Object) -> Option<Option<(String, String)>> {
 pub fn waypoint_users(snap: &Snapshot, ns: &str, name: &str) -> Vec<String> {
     snap.objects
         .iter()
-        .filter(|(_, obj)| matches!(obj, Object::Namespace(_) | Object::Service(_) | Object::Pod(_)))
         .filter(|(_, obj)| {
-            waypoint_ref(obj).flatten().is_some_and(|(n, w)| n == ns && w == name)
+            matches!(
+                obj,
+                Object::Namespace(_) | Object::Service(_) | Object::Pod(_)
+            )
+        })
+        .filter(|(_, obj)| {
+            waypoint_ref(obj)
+                .flatten()
+                .is_some_and(|(n, w)| n == ns && w == name)
         })
         .map(|(key, _)| key.to_string())
         .collect()

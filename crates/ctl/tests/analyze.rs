@@ -131,12 +131,12 @@ fn l7_policy_enforced_by_ztunnel_is_an_error() {
     assert_eq!(f["object"], "AuthorizationPolicy shop/admin");
     assert_eq!(f["severity"], "error");
     assert!(f["message"].as_str().unwrap_or("").contains("paths"), "{f}");
-    assert!(f["fix"].as_str().unwrap_or("").contains("name: waypoint"), "{f}");
-    // targetRefs to a Service without a waypoint: no waypoint serves it either.
-    let text = with(
-        &[("    istio.io/use-waypoint: waypoint\n", "")],
-        "",
+    assert!(
+        f["fix"].as_str().unwrap_or("").contains("name: waypoint"),
+        "{f}"
     );
+    // targetRefs to a Service without a waypoint: no waypoint serves it either.
+    let text = with(&[("    istio.io/use-waypoint: waypoint\n", "")], "");
     let run = analyze_text(&text, &["-o", "json"]).expect_code(2);
     let found = codes(&run);
     assert!(found.contains(&"MESH0003".to_string()), "{found:?}");
@@ -152,7 +152,13 @@ fn l7_policy_enforced_by_ztunnel_is_an_error() {
 
 #[test]
 fn use_waypoint_naming_a_missing_gateway_is_an_error() {
-    let text = with(&[("    istio.io/use-waypoint: waypoint\n", "    istio.io/use-waypoint: wp2\n")], "");
+    let text = with(
+        &[(
+            "    istio.io/use-waypoint: waypoint\n",
+            "    istio.io/use-waypoint: wp2\n",
+        )],
+        "",
+    );
     let run = analyze_text(&text, &["-o", "json"]).expect_code(2);
     let json = run.json();
     let f = json["findings"]
@@ -163,8 +169,19 @@ fn use_waypoint_naming_a_missing_gateway_is_an_error() {
         .cloned()
         .unwrap_or(Value::Null);
     assert_eq!(f["object"], "Namespace shop");
-    assert!(f["message"].as_str().unwrap_or("").contains("Gateway shop/wp2 does not exist"), "{f}");
-    assert!(f["fix"].as_str().unwrap_or("").contains("meshctl waypoint apply -n shop --name wp2"));
+    assert!(
+        f["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Gateway shop/wp2 does not exist"),
+        "{f}"
+    );
+    assert!(
+        f["fix"]
+            .as_str()
+            .unwrap_or("")
+            .contains("meshctl waypoint apply -n shop --name wp2")
+    );
     assert_eq!(f["line"], 1);
 }
 
@@ -182,7 +199,8 @@ fn a_route_on_a_service_without_waypoint_is_a_warning() {
     assert_eq!(codes(&run), ["MESH0005"]);
     let run = analyze_text(&text, &["--fail-on-warning"]).expect_code(1);
     assert!(
-        run.stdout.contains("Warning [MESH0005] HTTPRoute other/r (<stdin>:"),
+        run.stdout
+            .contains("Warning [MESH0005] HTTPRoute other/r (<stdin>:"),
         "{}",
         run.stdout
     );
@@ -198,16 +216,28 @@ fn strict_mtls_with_namespaces_outside_the_mesh_is_a_warning() {
     );
     let run = analyze_text(&text, &["-o", "json"]).ok();
     assert_eq!(codes(&run), ["MESH0006"]);
-    let msg = run.json()["findings"][0]["message"].as_str().unwrap_or("").to_string();
-    assert!(msg.contains("namespace shop") && msg.contains("(legacy)"), "{msg}");
+    let msg = run.json()["findings"][0]["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        msg.contains("namespace shop") && msg.contains("(legacy)"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn unknown_fields_are_reported_with_their_path() {
-    let text = with(&[("        methods: [GET]\n", "        method: [GET]\n")], "");
+    let text = with(
+        &[("        methods: [GET]\n", "        method: [GET]\n")],
+        "",
+    );
     let run = analyze_text(&text, &["-o", "json"]).ok();
     assert_eq!(codes(&run), ["MESH0002"]);
-    let msg = run.json()["findings"][0]["message"].as_str().unwrap_or("").to_string();
+    let msg = run.json()["findings"][0]["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
     assert!(
         msg.contains("`spec.rules[0].to[0].operation.method` (did you mean `methods`?)"),
         "{msg}"
@@ -218,8 +248,14 @@ fn unknown_fields_are_reported_with_their_path() {
 fn waypoint_for_mismatch_and_missing_listener() {
     let text = with(
         &[
-            ("labels: {istio.io/waypoint-for: service}", "labels: {istio.io/waypoint-for: workload}"),
-            ("  - {name: mesh, port: 15008, protocol: HBONE}\n", "  - {name: http, port: 80, protocol: HTTP}\n"),
+            (
+                "labels: {istio.io/waypoint-for: service}",
+                "labels: {istio.io/waypoint-for: workload}",
+            ),
+            (
+                "  - {name: mesh, port: 15008, protocol: HBONE}\n",
+                "  - {name: http, port: 80, protocol: HTTP}\n",
+            ),
         ],
         "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: direct\n  namespace: shop\n  \
          labels: {istio.io/use-waypoint: waypoint}\n",
@@ -278,7 +314,11 @@ fn a_config_dir_with_several_mistakes() {
 fn files_and_directories_as_arguments() {
     let dir = ConfigDir::new(&[("a/good.yaml", GOOD), (".hidden/bad.yaml", "{{{")]);
     let run = meshctl(["analyze", &dir.arg()]).ok();
-    assert!(run.stdout.starts_with("No validation issues found"), "{}", run.stdout);
+    assert!(
+        run.stdout.starts_with("No validation issues found"),
+        "{}",
+        run.stdout
+    );
     let file = dir.path().join("a/good.yaml");
     meshctl(["analyze", file.to_str().expect("utf8")]).ok();
 }
@@ -286,13 +326,24 @@ fn files_and_directories_as_arguments() {
 #[test]
 fn unreadable_input_exits_3() {
     let run = meshctl(["analyze", "/nonexistent/meshctl/manifests.yaml"]).expect_code(3);
-    assert!(run.stderr.contains("cannot read /nonexistent/meshctl/manifests.yaml"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("cannot read /nonexistent/meshctl/manifests.yaml"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
 fn help_documents_codes_and_exit_codes() {
     let run = meshctl(["analyze", "--help"]).ok();
-    for text in ["MESH0003", "MESH0006", "Exit codes:", "2  errors found", "Examples:"] {
+    for text in [
+        "MESH0003",
+        "MESH0006",
+        "Exit codes:",
+        "2  errors found",
+        "Examples:",
+    ] {
         assert!(run.stdout.contains(text), "{text}: {}", run.stdout);
     }
 }

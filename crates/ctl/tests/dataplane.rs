@@ -44,7 +44,10 @@ struct Setup {
 
 impl Setup {
     fn new() -> Self {
-        let dir = ConfigDir::new(&[("namespaces.yaml", NAMESPACES), ("workloads.yaml", WORKLOADS)]);
+        let dir = ConfigDir::new(&[
+            ("namespaces.yaml", NAMESPACES),
+            ("workloads.yaml", WORKLOADS),
+        ]);
         let node1 = dir.tmp.path().join("agent-node1");
         let node2 = dir.tmp.path().join("agent-node2");
         write_status(&node1, "node1", vec![enrolled("shop", "cart-0")], vec![]);
@@ -79,9 +82,14 @@ fn enroll_labels_the_namespace_and_reports_each_pod() {
     );
     let run = s.run(&["enroll", "legacy", "--timeout", "10s"]).ok();
     assert_snapshot("dataplane_enroll.txt", &run.stdout);
-    assert_snapshot("dataplane_enroll_namespaces.yaml", &s.dir.read("namespaces.yaml"));
+    assert_snapshot(
+        "dataplane_enroll_namespaces.yaml",
+        &s.dir.read("namespaces.yaml"),
+    );
     let ns = s.dir.snapshot();
-    assert!(mesh_config::namespace_enrolled(ns.namespace("legacy").expect("legacy")));
+    assert!(mesh_config::namespace_enrolled(
+        ns.namespace("legacy").expect("legacy")
+    ));
 }
 
 #[test]
@@ -98,7 +106,9 @@ fn enroll_waits_for_the_agent() {
             vec![],
         );
     });
-    let run = s.run(&["enroll", "legacy", "--timeout", "20s", "-o", "json"]).ok();
+    let run = s
+        .run(&["enroll", "legacy", "--timeout", "20s", "-o", "json"])
+        .ok();
     writer.join().expect("writer");
     let json = run.json();
     assert_eq!(json["complete"], true);
@@ -120,10 +130,18 @@ fn enroll_times_out_naming_the_pods_left() {
             reason: "ztunnel: no ztunnel is connected".into(),
         }],
     );
-    let run = s.run(&["enroll", "legacy", "--timeout", "1s"]).expect_code(1);
-    assert!(run.stdout.contains("old-0   node1   enrolled   pending   ztunnel: no ztunnel is connected"), "{}", run.stdout);
+    let run = s
+        .run(&["enroll", "legacy", "--timeout", "1s"])
+        .expect_code(1);
     assert!(
-        run.stderr.contains("1 of 1 pods of namespace legacy did not report enrolled")
+        run.stdout
+            .contains("old-0   node1   enrolled   pending   ztunnel: no ztunnel is connected"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stderr
+            .contains("1 of 1 pods of namespace legacy did not report enrolled")
             && run.stderr.contains("old-0"),
         "{}",
         run.stderr
@@ -148,9 +166,16 @@ fn release_removes_the_label_and_waits_until_released() {
 
 #[test]
 fn without_status_files_it_says_it_cannot_observe() {
-    let dir = ConfigDir::new(&[("namespaces.yaml", NAMESPACES), ("workloads.yaml", WORKLOADS)]);
+    let dir = ConfigDir::new(&[
+        ("namespaces.yaml", NAMESPACES),
+        ("workloads.yaml", WORKLOADS),
+    ]);
     let run = meshctl(["--config-dir", &dir.arg(), "dataplane", "enroll", "legacy"]).ok();
-    assert!(run.stderr.contains("no --cni-status given"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("no --cni-status given"),
+        "{}",
+        run.stderr
+    );
     assert!(run.stdout.contains("not observed"), "{}", run.stdout);
 }
 
@@ -158,7 +183,9 @@ fn without_status_files_it_says_it_cannot_observe() {
 fn a_broken_status_file_is_named() {
     let s = Setup::new();
     std::fs::write(s.node1.join("status.json"), "{").expect("write");
-    let run = s.run(&["enroll", "legacy", "--timeout", "1s"]).expect_code(1);
+    let run = s
+        .run(&["enroll", "legacy", "--timeout", "1s"])
+        .expect_code(1);
     assert!(
         run.stderr.contains("node agent status") && run.stderr.contains("agent-node1/status.json"),
         "{}",

@@ -2,7 +2,9 @@
 
 mod common;
 
-use common::{ConfigDir, FakeServer, NAMESPACES, assert_snapshot, meshctl, normalize};
+use common::{
+    ConfigDir, FakeServer, NAMESPACES, assert_snapshot, collapse_spaces, meshctl, normalize,
+};
 use serde_json::Value;
 
 fn verdicts(json: &Value) -> Vec<(String, String)> {
@@ -114,7 +116,13 @@ fn precheck_local_failures_exit_1_with_fixes() {
         n.bin.to_str().expect("utf8"),
     ])
     .expect_code(1);
-    let out = normalize(&run.stdout, &[(&dir.tmp.path().display().to_string(), "$TMP"), (&dead, "$ISTIOD")]);
+    let out = normalize(
+        &run.stdout,
+        &[
+            (&dir.tmp.path().display().to_string(), "$TMP"),
+            (&dead, "$ISTIOD"),
+        ],
+    );
     for line in [
         "FAIL  CNI plugins              host-local, loopback not found in $TMP/bin",
         "fix: apt-get install containernetworking-plugins (or pass --cni-bin-dir)",
@@ -135,10 +143,14 @@ fn version_reports_what_it_reaches() {
         .route(
             "/metrics",
             200,
-            "# TYPE istio_build gauge\nistio_build{component=\"pilot\",tag=\"0.1.0\"} 1\n",
+            "# TYPE istio_build gauge\nistio_build{component=\"pilot\",tag=\"1.2.3\"} 1\n",
         );
     let ztunnel = FakeServer::start();
-    ztunnel.route("/config_dump", 200, r#"{"config": {"node_name": "node1"}, "workloads": []}"#);
+    ztunnel.route(
+        "/config_dump",
+        200,
+        r#"{"config": {"node_name": "node1"}, "workloads": []}"#,
+    );
     let dir = ConfigDir::new(&[]);
     let status = dir.tmp.path().join("status.json");
     std::fs::write(
@@ -171,12 +183,12 @@ fn version_reports_what_it_reaches() {
     let mut all = placeholders.to_vec();
     all.push((tmp.as_str(), "$TMP"));
     let table = meshctl(args(&[])).ok().stdout;
-    assert_snapshot("version.txt", &normalize(&table, &all));
+    assert_snapshot("version.txt", &collapse_spaces(&normalize(&table, &all)));
     let short = meshctl(args(&["--short"])).ok().stdout;
     assert_snapshot("version_short.txt", &normalize(&short, &all));
     let json = meshctl(args(&["-o", "json"])).ok().json();
     assert_eq!(json["client"]["version"], version);
-    assert_eq!(json["controlPlane"][0]["version"], "0.1.0");
+    assert_eq!(json["controlPlane"][0]["version"], "1.2.3");
     assert_eq!(json["dataPlane"][0]["node"], "node1");
     assert_eq!(json["dataPlane"][0]["version"], Value::Null);
     let client = meshctl(["version", "--client", "--short"]).ok().stdout;
@@ -192,7 +204,11 @@ fn completion_scripts_for_each_shell() {
         }
     }
     let run = meshctl(["completion", "tcsh"]).expect_code(2);
-    assert!(run.stderr.contains("invalid value 'tcsh'"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("invalid value 'tcsh'"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]

@@ -8,7 +8,10 @@ use mesh_config::objects::Object;
 use mesh_config::{ObjectKey, Snapshot};
 
 fn fixture() -> ConfigDir {
-    ConfigDir::new(&[("namespaces.yaml", NAMESPACES), ("workloads.yaml", WORKLOADS)])
+    ConfigDir::new(&[
+        ("namespaces.yaml", NAMESPACES),
+        ("workloads.yaml", WORKLOADS),
+    ])
 }
 
 #[test]
@@ -23,15 +26,26 @@ fn generate_prints_a_waypoint_gateway_that_round_trips() {
     assert_eq!(gw.spec.gateway_class_name, "istio-waypoint");
     assert_eq!(gw.spec.listeners.len(), 1);
     let l = &gw.spec.listeners[0];
-    assert_eq!((l.name.as_str(), l.port, l.protocol.as_str()), ("mesh", 15008, "HBONE"));
+    assert_eq!(
+        (l.name.as_str(), l.port, l.protocol.as_str()),
+        ("mesh", 15008, "HBONE")
+    );
     let labels = gw.metadata.labels.clone().unwrap_or_default();
-    assert_eq!(labels.get("istio.io/waypoint-for").map(String::as_str), Some("all"));
+    assert_eq!(
+        labels.get("istio.io/waypoint-for").map(String::as_str),
+        Some("all")
+    );
 
-    let json = meshctl(["waypoint", "generate", "-n", "a", "--name", "wp", "-o", "json"])
-        .ok()
-        .json();
+    let json = meshctl([
+        "waypoint", "generate", "-n", "a", "--name", "wp", "-o", "json",
+    ])
+    .ok()
+    .json();
     assert_eq!(json["metadata"]["name"], "wp");
-    assert_eq!(json["metadata"]["labels"]["istio.io/waypoint-for"], "service");
+    assert_eq!(
+        json["metadata"]["labels"]["istio.io/waypoint-for"],
+        "service"
+    );
 }
 
 #[test]
@@ -52,15 +66,33 @@ fn apply_writes_the_gateway_and_enrolls_the_namespace_in_its_manifest() {
     let generated = meshctl(["waypoint", "generate", "-n", "shop"]).ok().stdout;
     assert_eq!(dir.read("meshctl-waypoint-shop-waypoint.yaml"), generated);
     // The Namespace was edited where it lives; its comments and the other document stay.
-    assert_snapshot("waypoint_apply_namespaces.yaml", &dir.read("namespaces.yaml"));
+    assert_snapshot(
+        "waypoint_apply_namespaces.yaml",
+        &dir.read("namespaces.yaml"),
+    );
     assert_eq!(dir.read("workloads.yaml"), WORKLOADS);
     let snap = dir.snapshot();
     assert!(snap.issues.is_empty(), "{:?}", snap.issues);
-    let shop = snap.namespace("shop").expect("shop").metadata.labels.clone();
+    let shop = snap
+        .namespace("shop")
+        .expect("shop")
+        .metadata
+        .labels
+        .clone();
     let shop = shop.unwrap_or_default();
-    assert_eq!(shop.get("istio.io/use-waypoint").map(String::as_str), Some("waypoint"));
-    assert_eq!(shop.get("istio.io/dataplane-mode").map(String::as_str), Some("ambient"));
-    assert_eq!(snap.namespace("legacy").and_then(|n| n.metadata.labels.clone()), None);
+    assert_eq!(
+        shop.get("istio.io/use-waypoint").map(String::as_str),
+        Some("waypoint")
+    );
+    assert_eq!(
+        shop.get("istio.io/dataplane-mode").map(String::as_str),
+        Some("ambient")
+    );
+    assert_eq!(
+        snap.namespace("legacy")
+            .and_then(|n| n.metadata.labels.clone()),
+        None
+    );
 
     // Applying again changes nothing.
     let again = meshctl([
@@ -93,16 +125,27 @@ fn switching_the_namespace_to_another_waypoint_needs_overwrite() {
     apply(&[]).ok();
     let refused = apply(&["--name", "other"]).expect_code(1);
     assert!(
-        refused.stderr.contains("already uses waypoint \"waypoint\"")
+        refused
+            .stderr
+            .contains("already uses waypoint \"waypoint\"")
             && refused.stderr.contains("--overwrite"),
         "{}",
         refused.stderr
     );
-    assert!(!dir.exists("meshctl-waypoint-shop-other.yaml"), "nothing written when refused");
+    assert!(
+        !dir.exists("meshctl-waypoint-shop-other.yaml"),
+        "nothing written when refused"
+    );
     apply(&["--name", "other", "--overwrite"]).ok();
-    let labels = dir.snapshot().namespace("shop").and_then(|n| n.metadata.labels.clone());
+    let labels = dir
+        .snapshot()
+        .namespace("shop")
+        .and_then(|n| n.metadata.labels.clone());
     assert_eq!(
-        labels.unwrap_or_default().get("istio.io/use-waypoint").map(String::as_str),
+        labels
+            .unwrap_or_default()
+            .get("istio.io/use-waypoint")
+            .map(String::as_str),
         Some("other")
     );
 }
@@ -114,7 +157,15 @@ fn apply_does_not_replace_a_gateway_that_is_not_a_waypoint() {
                    waypoint\n  namespace: shop\nspec:\n  gatewayClassName: istio\n  listeners:\n  \
                    - {name: http, port: 80, protocol: HTTP}\n";
     dir.write("ingress.yaml", ingress);
-    let run = meshctl(["--config-dir", &dir.arg(), "waypoint", "apply", "-n", "shop"]).expect_code(1);
+    let run = meshctl([
+        "--config-dir",
+        &dir.arg(),
+        "waypoint",
+        "apply",
+        "-n",
+        "shop",
+    ])
+    .expect_code(1);
     assert!(run.stderr.contains("is not a waypoint"), "{}", run.stderr);
     assert!(run.stderr.contains("--overwrite"), "{}", run.stderr);
     assert_eq!(dir.read("ingress.yaml"), ingress);
@@ -135,7 +186,10 @@ fn apply_does_not_replace_a_gateway_that_is_not_a_waypoint() {
         panic!("gateway gone");
     };
     assert_eq!(gw.spec.gateway_class_name, "istio-waypoint");
-    assert_eq!(snap.sources[&ObjectKey::new("Gateway", "shop", "waypoint")], dir.path().join("ingress.yaml"));
+    assert_eq!(
+        snap.sources[&ObjectKey::new("Gateway", "shop", "waypoint")],
+        dir.path().join("ingress.yaml")
+    );
 }
 
 #[test]
@@ -151,17 +205,37 @@ fn enrolling_a_namespace_without_manifest_writes_one() {
         "--enroll-namespace",
     ])
     .ok();
-    assert_snapshot("waypoint_namespace_created.yaml", &dir.read("meshctl-namespace-fresh.yaml"));
+    assert_snapshot(
+        "waypoint_namespace_created.yaml",
+        &dir.read("meshctl-namespace-fresh.yaml"),
+    );
     let snap = dir.snapshot();
     assert!(snap.issues.is_empty(), "{:?}", snap.issues);
     assert!(snap.namespace("fresh").is_some());
 }
 
-const WAYPOINTS_JSON: &str = r#"{"waypoints": [
-  {"namespace": "shop", "name": "waypoint", "programmed": true, "address": "10.96.0.20"},
-  {"namespace": "legacy", "name": "wp", "conditions": [
-     {"type": "Programmed", "status": "False", "reason": "NoPod", "message": "no waypoint pod is ready"}]}
-]}"#;
+/// `/debug/waypoints` as istiod serves it (a list of waypoint statuses).
+const WAYPOINTS_JSON: &str = r#"[
+  {"namespace": "legacy", "name": "wp", "resource": null, "waypoint_for": "all",
+   "address": {"hostname": "wp.legacy.svc.cluster.local", "hbone_port": 15008,
+               "service_found": false, "ready_endpoints": 0},
+   "addresses": [],
+   "conditions": [
+     {"type": "Accepted", "status": "True", "reason": "Accepted", "message": ""},
+     {"type": "Programmed", "status": "False", "reason": "NoService",
+      "message": "no Service legacy/wp with a cluster IP"}],
+   "bound_services": [], "bound_workloads": [], "refused": [], "routes": [], "policies": [],
+   "issues": []},
+  {"namespace": "shop", "name": "waypoint", "resource": "shop/waypoint", "waypoint_for": "service",
+   "address": {"hostname": "waypoint.shop.svc.cluster.local", "hbone_port": 15008,
+               "service_found": true, "ready_endpoints": 1},
+   "addresses": [{"type": "Hostname", "value": "waypoint.shop.svc.cluster.local"}],
+   "conditions": [
+     {"type": "Accepted", "status": "True", "reason": "Accepted", "message": ""},
+     {"type": "Programmed", "status": "True", "reason": "Programmed", "message": ""}],
+   "bound_services": ["shop/cart.shop.svc.cluster.local"], "bound_workloads": [],
+   "refused": [], "routes": [], "policies": [], "issues": []}
+]"#;
 
 fn with_two_waypoints() -> ConfigDir {
     let dir = fixture();
@@ -198,9 +272,15 @@ fn list_and_status_read_istiod() {
         v.extend(args.iter().map(|s| s.to_string()));
         meshctl(v).ok().stdout
     };
-    assert_snapshot("waypoint_list.txt", &run(&["waypoint", "list", "-n", "shop"]));
+    assert_snapshot(
+        "waypoint_list.txt",
+        &run(&["waypoint", "list", "-n", "shop"]),
+    );
     assert_snapshot("waypoint_list_all.txt", &run(&["waypoint", "list", "-A"]));
-    assert_snapshot("waypoint_status_all.txt", &run(&["waypoint", "status", "-A"]));
+    assert_snapshot(
+        "waypoint_status_all.txt",
+        &run(&["waypoint", "status", "-A"]),
+    );
     let json: serde_json::Value =
         serde_json::from_str(&run(&["waypoint", "list", "-A", "-o", "json"])).expect("json");
     assert_eq!(json.as_array().map(Vec::len), Some(2));
@@ -217,7 +297,15 @@ fn list_and_status_read_istiod() {
 #[test]
 fn status_without_istiod_says_why_it_is_unknown() {
     let dir = with_two_waypoints();
-    let run = meshctl(["--config-dir", &dir.arg(), "waypoint", "status", "-n", "shop"]).ok();
+    let run = meshctl([
+        "--config-dir",
+        &dir.arg(),
+        "waypoint",
+        "status",
+        "-n",
+        "shop",
+    ])
+    .ok();
     assert_snapshot("waypoint_status_unknown.txt", &dir.normalize(&run.stdout));
 }
 
@@ -226,12 +314,17 @@ fn wait_polls_istiod_until_programmed() {
     let dir = fixture();
     let istiod = FakeServer::start();
     istiod.route_fn("/debug/waypoints", |n| {
-        let programmed = n >= 2;
+        let (status, reason) = if n >= 2 {
+            ("True", "Programmed")
+        } else {
+            ("False", "Deploying")
+        };
         (
             200,
             format!(
-                r#"[{{"namespace":"shop","name":"waypoint","programmed":{programmed},"reason":"{}"}}]"#,
-                if programmed { "Programmed" } else { "Deploying" }
+                r#"[{{"namespace":"shop","name":"waypoint","conditions":[
+                    {{"type":"Accepted","status":"True","reason":"Accepted","message":""}},
+                    {{"type":"Programmed","status":"{status}","reason":"{reason}","message":""}}]}}]"#
             ),
         )
     });
@@ -249,8 +342,17 @@ fn wait_polls_istiod_until_programmed() {
         "20s",
     ])
     .ok();
-    assert!(run.stdout.ends_with("waypoint shop/waypoint is programmed\n"), "{}", run.stdout);
-    assert!(run.stderr.contains("not programmed: Deploying"), "{}", run.stderr);
+    assert!(
+        run.stdout
+            .ends_with("waypoint shop/waypoint is programmed\n"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stderr.contains("not programmed: Deploying"),
+        "{}",
+        run.stderr
+    );
     assert!(istiod.hits("/debug/waypoints") >= 3);
 }
 
@@ -261,7 +363,8 @@ fn wait_times_out_with_the_last_status() {
     istiod.route(
         "/debug/waypoints",
         200,
-        r#"[{"namespace":"shop","name":"waypoint","programmed":false,"message":"no node can run it"}]"#,
+        r#"[{"namespace":"shop","name":"waypoint","conditions":[{"type":"Programmed",
+            "status":"False","reason":"NoReadyEndpoints","message":"no node can run it"}]}]"#,
     );
     let run = meshctl([
         "--config-dir",
@@ -278,7 +381,8 @@ fn wait_times_out_with_the_last_status() {
     ])
     .expect_code(1);
     assert!(
-        run.stderr.contains("timed out after 1s waiting for waypoint shop/waypoint")
+        run.stderr
+            .contains("timed out after 1s waiting for waypoint shop/waypoint")
             && run.stderr.contains("no node can run it")
             && run.stderr.contains("--timeout"),
         "{}",
@@ -332,17 +436,37 @@ fn delete_removes_generated_files_and_warns_about_users() {
         "--enroll-namespace",
     ])
     .ok();
-    let run = meshctl(["--config-dir", &dir.arg(), "waypoint", "delete", "-n", "shop"]).ok();
+    let run = meshctl([
+        "--config-dir",
+        &dir.arg(),
+        "waypoint",
+        "delete",
+        "-n",
+        "shop",
+    ])
+    .ok();
     assert_snapshot("waypoint_delete.txt", &dir.normalize(&run.stdout));
     assert!(
-        run.stderr.contains("Namespace shop still use waypoint shop/waypoint"),
+        run.stderr
+            .contains("Namespace shop still use waypoint shop/waypoint"),
         "{}",
         run.stderr
     );
     assert!(!dir.exists("meshctl-waypoint-shop-waypoint.yaml"));
-    let missing =
-        meshctl(["--config-dir", &dir.arg(), "waypoint", "delete", "-n", "shop"]).expect_code(1);
-    assert!(missing.stderr.contains("waypoint shop/waypoint not found"), "{}", missing.stderr);
+    let missing = meshctl([
+        "--config-dir",
+        &dir.arg(),
+        "waypoint",
+        "delete",
+        "-n",
+        "shop",
+    ])
+    .expect_code(1);
+    assert!(
+        missing.stderr.contains("waypoint shop/waypoint not found"),
+        "{}",
+        missing.stderr
+    );
 }
 
 #[test]
@@ -368,7 +492,8 @@ fn delete_all_removes_documents_from_user_files_and_keeps_the_rest() {
         "json",
     ])
     .ok();
-    let names: Vec<String> = run.json()
+    let names: Vec<String> = run
+        .json()
         .as_array()
         .expect("array")
         .iter()
@@ -381,7 +506,10 @@ fn delete_all_removes_documents_from_user_files_and_keeps_the_rest() {
     );
     let snap = dir.snapshot();
     assert_eq!(snap.gateways().count(), 0);
-    assert!(snap.get(&ObjectKey::new("Service", "shop", "keep")).is_some());
+    assert!(
+        snap.get(&ObjectKey::new("Service", "shop", "keep"))
+            .is_some()
+    );
 }
 
 #[test]
@@ -389,7 +517,10 @@ fn help_has_examples() {
     for sub in ["apply", "generate", "list", "delete", "status"] {
         let run = meshctl(["waypoint", sub, "--help"]).ok();
         assert!(run.stdout.contains("Examples:"), "{sub}: {}", run.stdout);
-        assert!(run.stdout.contains(&format!("meshctl waypoint {sub}")), "{sub}");
+        assert!(
+            run.stdout.contains(&format!("meshctl waypoint {sub}")),
+            "{sub}"
+        );
     }
 }
 
@@ -404,5 +535,9 @@ fn a_missing_config_dir_is_a_clear_error() {
         "list",
     ])
     .expect_code(1);
-    assert!(run.stderr.contains("does not exist or is not a directory"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("does not exist or is not a directory"),
+        "{}",
+        run.stderr
+    );
 }

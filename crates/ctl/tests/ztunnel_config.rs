@@ -4,8 +4,8 @@
 mod common;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 
+use clap::Parser;
 use common::{ConfigDir, FakeServer, NAMESPACES, WORKLOADS, assert_snapshot, meshctl, normalize};
 use identity::Identity;
 use serde_json::{Value, json};
@@ -15,7 +15,10 @@ use ztunnel::state::{Policy, Service, Tunnel, Waypoint, Workload};
 fn workload(name: &str, ns: &str, ip: &str, node: &str, sa: &str, svc: Option<&str>) -> Workload {
     let mut services = HashMap::new();
     if let Some(svc) = svc {
-        services.insert(format!("{ns}/{svc}.{ns}.svc.cluster.local"), vec![(80, 8080)]);
+        services.insert(
+            format!("{ns}/{svc}.{ns}.svc.cluster.local"),
+            vec![(80, 8080)],
+        );
     }
     Workload {
         uid: format!("{ns}/{name}"),
@@ -38,21 +41,16 @@ fn workload(name: &str, ns: &str, ip: &str, node: &str, sa: &str, svc: Option<&s
 
 /// A dump shaped as ztunnel's admin serves it (state types serialized by ztunnel itself).
 fn dump(node: &str) -> Value {
-    let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
-    let config = ztunnel::config::Config {
-        node_name: node.into(),
-        xds_address: "http://127.0.0.1:15010".into(),
-        ca_address: "http://127.0.0.1:15010".into(),
-        ca_root_file: None,
-        token_file: None,
-        trust_domain: "cluster.local".into(),
-        istiod_identity: Identity::new("cluster.local", "istio-system", "istiod"),
-        zds_socket: "/var/run/ztunnel/ztunnel.sock".into(),
-        admin_address: any,
-        metrics_address: any,
-        readiness_address: any,
-        pool_max_streams: 100,
-    };
+    // Built through ztunnel's own flags, so the section has exactly the fields it serves.
+    let args = ztunnel::cli::Args::try_parse_from([
+        "ztunnel",
+        "--node-name",
+        node,
+        "--xds-address",
+        "http://127.0.0.1:15010",
+    ])
+    .expect("ztunnel flags");
+    let config = ztunnel::config::Config::from_args(&args).expect("ztunnel config");
     let mut cart = workload("cart-0", "shop", "10.1.0.5", "node1", "cart", Some("cart"));
     cart.waypoint = Some(Waypoint::Service {
         namespace: "shop".into(),
@@ -62,7 +60,14 @@ fn dump(node: &str) -> Value {
     let mut old = workload("old-0", "legacy", "10.1.0.9", "node1", "default", None);
     old.tunnel = Tunnel::None;
     old.healthy = false;
-    let web = workload("web-0", "shop", "10.2.0.7", "node2", "default", Some("cart"));
+    let web = workload(
+        "web-0",
+        "shop",
+        "10.2.0.7",
+        "node2",
+        "default",
+        Some("cart"),
+    );
     let service = Service {
         name: "cart".into(),
         namespace: "shop".into(),
@@ -132,7 +137,10 @@ impl Setup {
         let node2 = FakeServer::start();
         node2.route("/config_dump", 200, dump("node2").to_string());
         Setup {
-            dir: ConfigDir::new(&[("namespaces.yaml", NAMESPACES), ("workloads.yaml", WORKLOADS)]),
+            dir: ConfigDir::new(&[
+                ("namespaces.yaml", NAMESPACES),
+                ("workloads.yaml", WORKLOADS),
+            ]),
             node1,
             node2,
         }
@@ -156,7 +164,14 @@ impl Setup {
 #[test]
 fn tables_of_each_section() {
     let s = Setup::new();
-    for section in ["workloads", "services", "policies", "certificates", "connections", "all"] {
+    for section in [
+        "workloads",
+        "services",
+        "policies",
+        "certificates",
+        "connections",
+        "all",
+    ] {
         let run = s.run(&[section, "node1"]).ok();
         assert_snapshot(&format!("ztunnel_{section}.txt"), &run.stdout);
     }
@@ -170,7 +185,14 @@ fn json_and_yaml_carry_the_dump_as_served() {
     let json = s.run(&["workloads", "node1", "-o", "json"]).ok().json();
     assert_eq!(json, dump("node1")["workloads"]);
     let filtered = s
-        .run(&["services", "node1", "--workload-namespace", "legacy", "-o", "json"])
+        .run(&[
+            "services",
+            "node1",
+            "--workload-namespace",
+            "legacy",
+            "-o",
+            "json",
+        ])
         .ok()
         .json();
     assert_eq!(filtered, json!([]));
@@ -180,7 +202,12 @@ fn json_and_yaml_carry_the_dump_as_served() {
     let back: Value = serde_saphyr::from_str(&yaml).expect("yaml parses");
     assert_eq!(back, dump("node1")["policies"]);
     let conns = s.run(&["connections", "node1", "-o", "json"]).ok().json();
-    assert!(conns["note"].as_str().unwrap_or("").contains("does not report open connections"));
+    assert!(
+        conns["note"]
+            .as_str()
+            .unwrap_or("")
+            .contains("does not report open connections")
+    );
     assert_eq!(conns["node"], "node1");
     assert_eq!(conns["pods"][0]["listeners"][2]["port"], 15008);
 }
@@ -189,10 +216,16 @@ fn json_and_yaml_carry_the_dump_as_served() {
 fn a_pod_selects_the_ztunnel_of_its_node() {
     let s = Setup::new();
     s.run(&["workloads", "-n", "shop", "web-0"]).ok();
-    assert_eq!((s.node1.hits("/config_dump"), s.node2.hits("/config_dump")), (0, 1));
+    assert_eq!(
+        (s.node1.hits("/config_dump"), s.node2.hits("/config_dump")),
+        (0, 1)
+    );
     s.run(&["workloads", "shop/cart-0"]).ok();
     s.run(&["workloads", "old-0.legacy"]).ok();
-    assert_eq!((s.node1.hits("/config_dump"), s.node2.hits("/config_dump")), (2, 1));
+    assert_eq!(
+        (s.node1.hits("/config_dump"), s.node2.hits("/config_dump")),
+        (2, 1)
+    );
 }
 
 #[test]
@@ -200,18 +233,25 @@ fn unclear_targets_are_explained() {
     let s = Setup::new();
     let run = s.run(&["workloads"]).expect_code(1);
     assert!(
-        run.stderr.contains("2 ztunnels are known (node1, node2); name a node or a pod"),
+        run.stderr
+            .contains("2 ztunnels are known (node1, node2); name a node or a pod"),
         "{}",
         run.stderr
     );
     let run = s.run(&["workloads", "nowhere"]).expect_code(1);
     assert!(
-        run.stderr.contains("\"nowhere\" is neither a node given with --ztunnel-admin (node1, node2) nor a pod"),
+        run.stderr.contains(
+            "\"nowhere\" is neither a node given with --ztunnel-admin (node1, node2) nor a pod"
+        ),
         "{}",
         run.stderr
     );
     let run = meshctl(["--config-dir", &s.dir.arg(), "ztunnel-config", "workloads"]).expect_code(1);
-    assert!(run.stderr.contains("no ztunnel admin address given"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("no ztunnel admin address given"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -232,7 +272,10 @@ fn an_unreachable_ztunnel_is_a_clear_error() {
     .expect_code(1);
     let err = normalize(&run.stderr, &[(&dead, "$URL")]);
     assert!(err.contains("cannot connect to $URL/config_dump"), "{err}");
-    assert!(err.contains("--ztunnel-admin must point at its admin port"), "{err}");
+    assert!(
+        err.contains("--ztunnel-admin must point at its admin port"),
+        "{err}"
+    );
 }
 
 #[test]

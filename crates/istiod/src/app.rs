@@ -1,5 +1,6 @@
 //! Builds and runs the istiod process: the configuration source, the projection loop, the gRPC
-//! listeners (xDS + CA), the monitoring endpoints.
+//! listeners (xDS + CA), the monitoring endpoints, and in Kubernetes mode the webhook and the
+//! leader-elected controllers.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,14 +14,17 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::ca_auth::CaAuth;
 use crate::ca_service::CaService;
 use crate::cli::{Args, Config};
 use crate::debug::{self, DebugState};
+use crate::kube::{ControllerContext, KubeError, KubeRuntime};
 use crate::metrics::Metrics;
 use crate::node_tokens::{NodeTokens, NodeTokensError};
 use crate::server::{self, GrpcServices};
 use crate::serving_cert::{SERVING_CERT_TTL, ServingCert, ServingCertError};
 use crate::status::ControlPlaneStatus;
+use crate::webhook::{self, WebhookStartError, WebhookState};
 use crate::xds::Projector;
 use crate::xds_hooks::XdsHooks;
 
@@ -39,6 +43,12 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("--source dir needs --config-dir")]
+    NoConfigDir,
+    #[error(transparent)]
+    Kube(#[from] KubeError),
+    #[error(transparent)]
+    Webhook(#[from] WebhookStartError),
 }
 
 /// A running istiod. Dropping it does not stop it; call [`Istiod::shutdown`].
@@ -53,7 +63,8 @@ pub struct Istiod {
     snapshot: watch::Receiver<Arc<Snapshot>>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
-    _source: DirSource,
+    webhook_addr: Option<SocketAddr>,
+    _source: Box<dyn ConfigSource>,
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -69,6 +80,14 @@ impl Istiod {
         identity::install_crypto_provider();
         let metrics = Arc::new(Metrics::new());
         let status = Arc::new(ControlPlaneStatus::default());
+        let kube = match &config.kubernetes {
+            Some(settings) => Some(KubeRuntime::connect(settings).await?),
+            None => None,
+        };
+        if let Some(kube) = &kube {
+            kube.prepare_ca(&config.ca_dir, &config.model.trust_domain)
+                .await?;
+        }
 
         let ca = CertificateAuthority::load_or_create(&config.ca_dir, &config.model.trust_domain)
             .map_err(|source| StartError::Ca {
@@ -79,15 +98,29 @@ impl Istiod {
         let tokens = match &config.node_tokens {
             Some(path) => Some(NodeTokens::load(path)?),
             None => {
-                tracing::warn!("no --node-tokens file: the CA refuses every certificate request");
+                if kube.is_none() {
+                    tracing::warn!(
+                        "no --node-tokens file: the CA refuses every certificate request"
+                    );
+                }
                 None
             }
         };
         let serving = ServingCert::new(ca.clone(), &config.model.root_namespace, SERVING_CERT_TTL)?;
         let tls = serving.server_config()?;
 
-        let source = DirSource::start(config.config_dir.clone(), config.config_poll_interval)?;
+        let source: Box<dyn ConfigSource> = match &kube {
+            Some(kube) => Box::new(kube.source().await?),
+            None => {
+                let dir = config.config_dir.clone().ok_or(StartError::NoConfigDir)?;
+                Box::new(DirSource::start(dir, config.config_poll_interval)?)
+            }
+        };
         let snapshot = source.subscribe();
+        let auth: CaAuth = match &kube {
+            Some(kube) => kube.token_reviewer().into(),
+            None => tokens.into(),
+        };
 
         let store = ResourceStore::new();
         let projector = Projector::new(
@@ -101,7 +134,7 @@ impl Istiod {
         let xds = XdsServer::new(store, Arc::new(XdsHooks::new(metrics.clone())));
         let ca_service = CaService::new(
             ca.clone(),
-            tokens,
+            auth,
             snapshot.clone(),
             config.max_workload_cert_ttl,
             metrics.clone(),
@@ -165,6 +198,28 @@ impl Istiod {
         };
         let stop = stopped(&shutdown);
         tasks.push(tokio::spawn(debug::serve(monitoring, debug_state, stop)));
+        let webhook_addr = match &config.webhook {
+            Some(settings) => {
+                let state = WebhookState {
+                    model: config.model.clone(),
+                    snapshot: snapshot.clone(),
+                };
+                let (addr, handles) =
+                    webhook::start(settings, &config.ca_dir, state, shutdown.subscribe()).await?;
+                tasks.extend(handles);
+                Some(addr)
+            }
+            None => None,
+        };
+        if let Some(kube) = &kube {
+            let ctx = ControllerContext {
+                root_cert_pem: ca.root_pem(),
+                snapshot: snapshot.clone(),
+                status: status.clone(),
+                model: config.model.clone(),
+            };
+            tasks.push(kube.spawn_controllers(ctx, shutdown.subscribe()));
+        }
 
         tracing::info!(
             %grpc_addr,
@@ -184,6 +239,7 @@ impl Istiod {
             snapshot,
             shutdown,
             tasks,
+            webhook_addr,
             _source: source,
         })
     }
@@ -196,6 +252,11 @@ impl Istiod {
     /// Address of the TLS gRPC listener (xDS and CA).
     pub fn secure_grpc_addr(&self) -> SocketAddr {
         self.secure_grpc_addr
+    }
+
+    /// Address of the validating webhook (HTTPS), when it is served.
+    pub fn webhook_addr(&self) -> Option<SocketAddr> {
+        self.webhook_addr
     }
 
     /// Address of the monitoring and debug HTTP listener.

@@ -10,9 +10,9 @@
 //! - `GET /debug/waypoints`: JSON list of every waypoint's status (what a Kubernetes controller
 //!   would write into `Gateway.status`): `namespace`, `name`, `resource` (the Waypoint xDS
 //!   resource, or null), `waypoint_for`, `address` {`hostname`, `hbone_port`, `service_found`,
-//!   `ready_endpoints`}, `addresses` [{`type`: Hostname, `value`}], `conditions` [{`type`: Accepted|Programmed, `status`: True|False,
-//!   `reason`, `message`}], `bound_services`, `bound_workloads`, `refused`, `routes`,
-//!   `policies`, `issues`. Waypoints named by `istio.io/use-waypoint` without a Gateway are
+//!   `ready_endpoints`}, `addresses` [{`type`: Hostname, `value`}], `conditions` [{`type`:
+//!   Accepted|Programmed, `status`: True|False, `reason`, `message`}], `bound_services`,
+//!   `bound_workloads`, `refused`, `routes`, `policies`, `issues`. Waypoints named by `istio.io/use-waypoint` without a Gateway are
 //!   listed with `Accepted=False` (reason `GatewayNotFound`).
 
 use std::convert::Infallible;

@@ -19,7 +19,15 @@ use prost::Message;
 const WAYPOINT_NAME: &str = "demo/waypoint";
 const REVIEWS: &str = "demo/reviews.demo.svc.cluster.local";
 
-const DENY_ADMIN: &str = "apiVersion: security.istio.io/v1
+const STRICT: &str = "istio-system/istio_converted_static_strict";
+
+/// An L7 policy for the waypoint, and an L4 one (mTLS STRICT) for ztunnel.
+const POLICIES: &str = "apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: demo}
+spec: {mtls: {mode: STRICT}}
+---
+apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata: {name: no-admin, namespace: demo}
 spec:
@@ -93,18 +101,21 @@ async fn waypoint_client_receives_its_configuration_and_only_what_changes() {
         ("mesh.yaml", &mesh_without_gateway()),
         ("gateway.yaml", &gateway("waypoint", "")),
         ("route.yaml", SPLIT_ROUTE),
-        ("policy.yaml", DENY_ADMIN),
+        ("policy.yaml", POLICIES),
     ])
     .await;
     let (rec, _stop) = run_client(format!("http://{}", h.istiod.grpc_addr()));
 
     let w = eventually("the Waypoint resource", || async {
-        let seen_auth = rec.log.lock().iter().any(|a| a.type_url == AUTHORIZATION);
         let w = waypoint(&rec)?;
-        if seen_auth && rec.names(ADDRESS).len() == 8 {
+        if rec.names(AUTHORIZATION) == [STRICT] && rec.names(ADDRESS).len() == 8 {
             Ok(w)
         } else {
-            Err(format!("addresses {:?}", rec.names(ADDRESS)))
+            Err(format!(
+                "addresses {:?}, authorizations {:?}",
+                rec.names(ADDRESS),
+                rec.names(AUTHORIZATION)
+            ))
         }
     })
     .await;
@@ -115,11 +126,7 @@ async fn waypoint_client_receives_its_configuration_and_only_what_changes() {
     assert_eq!(w.policies.len(), 1);
     assert_eq!(w.policies[0].name, "demo/no-admin");
     // The L7 policy is the waypoint's alone: ztunnel gets no Authorization for it.
-    assert!(
-        rec.names(AUTHORIZATION).is_empty(),
-        "{:?}",
-        rec.names(AUTHORIZATION)
-    );
+    assert_eq!(rec.names(AUTHORIZATION), [STRICT]);
     let reviews = service(&rec, REVIEWS);
     assert!(reviews.waypoint.is_some(), "reviews is bound: {reviews:?}");
 

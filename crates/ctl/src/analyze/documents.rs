@@ -222,7 +222,9 @@ pub fn add_text(input: &mut Input, file: &Path, text: &str) {
                     .push(invalid(file, line, object, message));
             }
             Some(n) => {
-                let object = err.object_label().unwrap_or_else(|| format!("document #{n}"));
+                let object = err
+                    .object_label()
+                    .unwrap_or_else(|| format!("document #{n}"));
                 let mut f = invalid(file, line_of(n), object, err.reason.clone());
                 f.namespace = err
                     .key
@@ -252,8 +254,13 @@ pub fn add_text(input: &mut Input, file: &Path, text: &str) {
             continue;
         }
         keys_here.push(key.clone());
-        input.snapshot.sources.insert(key.clone(), file.to_path_buf());
-        input.locations.insert(key.clone(), (Some(file.to_path_buf()), None));
+        input
+            .snapshot
+            .sources
+            .insert(key.clone(), file.to_path_buf());
+        input
+            .locations
+            .insert(key.clone(), (Some(file.to_path_buf()), None));
         input.snapshot.objects.insert(key, obj);
     }
     // Line numbers and raw documents of the objects that parsed.

@@ -113,13 +113,8 @@ pub fn analyze(input: &Input, opts: &Options) -> Vec<Finding> {
     }
     out.extend(semantic);
     out.sort_by(|a, b| {
-        (a.severity, &a.file, a.line, a.code, &a.object).cmp(&(
-            b.severity,
-            &b.file,
-            b.line,
-            b.code,
-            &b.object,
-        ))
+        (a.severity, &a.file, a.line, a.code, &a.object)
+            .cmp(&(b.severity, &b.file, b.line, b.code, &b.object))
     });
     out.dedup();
     out

@@ -9,7 +9,9 @@ use mesh_config::objects::{
     AuthorizationPolicy, AuthorizationPolicySpec, Gateway, MtlsMode, ParentReference,
     PolicyTargetReference, WAYPOINT_GATEWAY_CLASS,
 };
-use mesh_config::{Object, ObjectKey, Snapshot, namespace_enrolled, pod_enrolled, pod_host_network};
+use mesh_config::{
+    Object, ObjectKey, Snapshot, namespace_enrolled, pod_enrolled, pod_host_network,
+};
 
 use super::{Finding, Options, Severity};
 use crate::waypoint_gateway::{
@@ -139,7 +141,10 @@ impl<'a> Model<'a> {
             Binding::OptOut => Some(format!(
                 "Service {ns}/{name} opts out of waypoints (istio.io/use-waypoint: none)"
             )),
-            Binding::Named { ns: wns, name: wname } => match self.waypoint(&wns, &wname) {
+            Binding::Named {
+                ns: wns,
+                name: wname,
+            } => match self.waypoint(&wns, &wname) {
                 Err(e) => Some(format!("the waypoint of Service {ns}/{name}: {e}")),
                 Ok(gw) if !traffic_type(gw).serves_services() => Some(format!(
                     "the waypoint {wns}/{wname} of Service {ns}/{name} does not handle service \
@@ -195,7 +200,7 @@ impl<'a> Model<'a> {
                     key,
                     format!(
                         "istio.io/use-waypoint={name} names a waypoint that is not there: \
-                         {reason}. {affected} fails closed until it exists"
+                         {reason}; {affected} fails closed until it exists"
                     ),
                     format!(
                         "create it (meshctl waypoint apply -n {ns} --name {name}) or correct the \
@@ -360,7 +365,11 @@ impl<'a> Model<'a> {
             .namespaces()
             .filter_map(|n| n.metadata.name.clone())
             .collect();
-        names.extend(self.snap.pods().filter_map(|p| p.metadata.namespace.clone()));
+        names.extend(
+            self.snap
+                .pods()
+                .filter_map(|p| p.metadata.namespace.clone()),
+        );
         names
             .into_iter()
             .filter(|n| !SYSTEM_NAMESPACES.contains(&n.as_str()) && *n != opts.root_namespace)
@@ -467,7 +476,10 @@ pub fn l7_fields(spec: &AuthorizationPolicySpec) -> Vec<String> {
             add(!op.not_hosts.is_empty(), "notHosts");
         }
         for from in &rule.from {
-            add(!from.source.request_principals.is_empty(), "requestPrincipals");
+            add(
+                !from.source.request_principals.is_empty(),
+                "requestPrincipals",
+            );
             add(
                 !from.source.not_request_principals.is_empty(),
                 "notRequestPrincipals",

@@ -41,14 +41,13 @@ pub async fn run(ctx: &Ctx, args: &AnalyzeArgs) -> u8 {
 }
 
 async fn analyze(ctx: &Ctx, args: &AnalyzeArgs) -> anyhow::Result<u8> {
-    let (source, input, ns_filter) = if !args.files.is_empty() {
+    let ns_filter = (!args.all_namespaces)
+        .then(|| ctx.namespace.clone())
+        .flatten();
+    let (source, input) = if !args.files.is_empty() {
         let input = analyze::load_paths(&args.files)?;
-        let names: Vec<String> = args
-            .files
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect();
-        (names.join(", "), input, None)
+        let names: Vec<String> = args.files.iter().map(|p| p.display().to_string()).collect();
+        (names.join(", "), input)
     } else {
         match &ctx.mode {
             Mode::Local(env) => {
@@ -59,13 +58,12 @@ async fn analyze(ctx: &Ctx, args: &AnalyzeArgs) -> anyhow::Result<u8> {
                     );
                 }
                 let input = analyze::load_paths(std::slice::from_ref(&env.config_dir))?;
-                (env.config_dir.display().to_string(), input, None)
+                (env.config_dir.display().to_string(), input)
             }
             Mode::Kube(s) => {
                 let kube = Ctx::kube(s).await?;
                 let input = cluster_input(&kube).await?;
-                let filter = (!args.all_namespaces).then(|| ctx.namespace.clone()).flatten();
-                ("cluster".to_string(), input, filter)
+                ("cluster".to_string(), input)
             }
         }
     };

@@ -112,7 +112,9 @@ fn label_text(enroll: bool) -> String {
 fn print_outcome(ctx: &Ctx, o: &Outcome, enroll: bool) -> anyhow::Result<()> {
     output::print(ctx.output, o, || {
         let mut text = match (o.label_change.as_str(), enroll) {
-            ("unchanged", true) => format!("namespace {} already labelled {}\n", o.namespace, o.label),
+            ("unchanged", true) => {
+                format!("namespace {} already labelled {}\n", o.namespace, o.label)
+            }
             ("unchanged", false) => format!("namespace {} has no label {}\n", o.namespace, o.label),
             (_, true) => format!("namespace {} labelled {}\n", o.namespace, o.label),
             (_, false) => format!("namespace {}: label {} removed\n", o.namespace, o.label),
@@ -176,7 +178,11 @@ async fn run_local(
     let ns = &args.namespace;
     let snap = env.snapshot()?;
     let had_namespace = snap.namespace(ns).is_some();
-    if !had_namespace && !snap.pods().any(|p| p.metadata.namespace.as_deref() == Some(ns)) && enroll
+    if !had_namespace
+        && !snap
+            .pods()
+            .any(|p| p.metadata.namespace.as_deref() == Some(ns))
+        && enroll
     {
         eprintln!(
             "note: namespace {ns} has no manifest and no pods in {}; writing a Namespace manifest",
@@ -285,9 +291,11 @@ fn local_rows(
         let report = cni_status::report(statuses, ns, &name);
         let (status, detail, done) = match (&report, want) {
             (PodReport::Enrolled { .. }, Want::Enrolled) => ("enrolled", String::new(), true),
-            (PodReport::Enrolled { .. }, _) => {
-                ("waiting", "the node agent still lists it enrolled".into(), false)
-            }
+            (PodReport::Enrolled { .. }, _) => (
+                "waiting",
+                "the node agent still lists it enrolled".into(),
+                false,
+            ),
             (PodReport::Pending { reason, .. }, Want::Enrolled) => {
                 ("pending", reason.clone(), false)
             }
@@ -466,9 +474,15 @@ spec: {nodeName: n1, hostNetwork: true}
         let rows = local_rows(&snap, "shop", Some(&statuses), "");
         let by = |n: &str| rows.iter().find(|r| r.name == n).expect(n).clone();
         assert_eq!((by("a").status.as_str(), by("a").done), ("enrolled", true));
-        assert_eq!((by("b").want, by("b").status.as_str()), (Want::Released, "released"));
+        assert_eq!(
+            (by("b").want, by("b").status.as_str()),
+            (Want::Released, "released")
+        );
         assert_eq!(by("c").status, "not observed");
         assert!(by("c").detail.contains("n2"));
-        assert_eq!((by("h").want, by("h").status.as_str()), (Want::HostNetwork, "skipped"));
+        assert_eq!(
+            (by("h").want, by("h").status.as_str()),
+            (Want::HostNetwork, "skipped")
+        );
     }
 }

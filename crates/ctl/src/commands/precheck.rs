@@ -173,10 +173,7 @@ async fn local_checks(env: &LocalEnv, args: &PrecheckArgs) -> Vec<Check> {
         checks.push(match cni_status::read(path) {
             Ok(s) if s.ztunnel_connected => pass(
                 &format!("node agent {}", s.node),
-                format!(
-                    "{} pod(s) enrolled, ztunnel connected",
-                    s.enrolled.len()
-                ),
+                format!("{} pod(s) enrolled, ztunnel connected", s.enrolled.len()),
             ),
             Ok(s) => warn(
                 &format!("node agent {}", s.node),
@@ -198,7 +195,11 @@ fn config_dir_check(env: &LocalEnv) -> Check {
     match env.snapshot() {
         Ok(snap) if snap.issues.is_empty() => pass(
             NAME,
-            format!("{}: {} objects", env.config_dir.display(), snap.objects.len()),
+            format!(
+                "{}: {} objects",
+                env.config_dir.display(),
+                snap.objects.len()
+            ),
         ),
         Ok(snap) => warn(
             NAME,
@@ -281,7 +282,10 @@ fn cni_plugins_check(dirs: &[PathBuf]) -> Check {
         .collect::<Vec<_>>()
         .join(", ");
     if missing.is_empty() {
-        pass(NAME, format!("{} found in {searched}", CNI_PLUGINS.join(", ")))
+        pass(
+            NAME,
+            format!("{} found in {searched}", CNI_PLUGINS.join(", ")),
+        )
     } else {
         fail(
             NAME,
@@ -371,7 +375,11 @@ fn cni_conf_check(dir: &Path) -> Check {
     };
     pass(
         NAME,
-        format!("{} (plugins: {}); {chained}", file.display(), types.join(", ")),
+        format!(
+            "{} (plugins: {}); {chained}",
+            file.display(),
+            types.join(", ")
+        ),
     )
 }
 
@@ -456,11 +464,7 @@ async fn gateway_api_check(kube: &KubeEnv) -> Check {
             "the gateway.networking.k8s.io/v1 API is not installed",
             GATEWAY_API_INSTALL,
         ),
-        Err(e) => warn(
-            NAME,
-            e.to_string(),
-            "check that you may read API discovery",
-        ),
+        Err(e) => warn(NAME, e.to_string(), "check that you may read API discovery"),
     }
 }
 
@@ -481,10 +485,14 @@ async fn istio_crds_check(kube: &KubeEnv) -> Check {
 
 /// CNI implementations recognised from DaemonSet names in kube-system, and what to know.
 const KNOWN_CNIS: [(&str, &str, Option<&str>); 7] = [
-    ("cilium", "Cilium", Some(
-        "Cilium must run with cni.exclusive=false (and socketLB.hostNamespaceOnly=true) so that \
+    (
+        "cilium",
+        "Cilium",
+        Some(
+            "Cilium must run with cni.exclusive=false (and socketLB.hostNamespaceOnly=true) so that \
          mesh-cni can be chained and redirection works",
-    )),
+        ),
+    ),
     ("calico", "Calico", None),
     ("flannel", "Flannel", None),
     ("kindnet", "kindnet", None),
@@ -536,7 +544,10 @@ async fn cni_check(kube: &KubeEnv) -> Check {
             NAME,
             format!(
                 "{} detected on {node_count} node(s); mesh-cni chains after it",
-                list.iter().map(|(_, n, _)| *n).collect::<Vec<_>>().join(", ")
+                list.iter()
+                    .map(|(_, n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         ),
     }
@@ -544,9 +555,19 @@ async fn cni_check(kube: &KubeEnv) -> Check {
 
 /// What installing the mesh needs: (verb, group, resource, namespaced in the mesh namespace).
 const INSTALL_PERMISSIONS: [(&str, &str, &str, bool); 10] = [
-    ("create", "apiextensions.k8s.io", "customresourcedefinitions", false),
+    (
+        "create",
+        "apiextensions.k8s.io",
+        "customresourcedefinitions",
+        false,
+    ),
     ("create", "rbac.authorization.k8s.io", "clusterroles", false),
-    ("create", "rbac.authorization.k8s.io", "clusterrolebindings", false),
+    (
+        "create",
+        "rbac.authorization.k8s.io",
+        "clusterrolebindings",
+        false,
+    ),
     ("create", "", "namespaces", false),
     ("patch", "", "namespaces", false),
     ("create", "apps", "daemonsets", true),
@@ -654,10 +675,17 @@ async fn conflicts_check(kube: &KubeEnv) -> Vec<Check> {
         .await
         && !list.items.is_empty()
     {
-        let names: Vec<String> = list.items.into_iter().filter_map(|n| n.metadata.name).collect();
+        let names: Vec<String> = list
+            .items
+            .into_iter()
+            .filter_map(|n| n.metadata.name)
+            .collect();
         checks.push(warn(
             "sidecar injection",
-            format!("namespaces labelled istio-injection=enabled: {}", names.join(", ")),
+            format!(
+                "namespaces labelled istio-injection=enabled: {}",
+                names.join(", ")
+            ),
             "this mesh runs ambient only: remove the label (and restart those pods) before \
              enrolling them with meshctl dataplane enroll",
         ));

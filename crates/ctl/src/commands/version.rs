@@ -141,6 +141,12 @@ fn table(v: &Versions) -> String {
 }
 
 async fn local(env: &LocalEnv) -> (Vec<Component>, Vec<Component>) {
+    if env.istiod.is_none() && env.ztunnels.is_empty() && env.cni_status.is_empty() {
+        eprintln!(
+            "note: no --istiod-url, --ztunnel-admin or --cni-status given: only the client \
+             version is known"
+        );
+    }
     let mut cp = Vec::new();
     if let Some(istiod) = &env.istiod {
         let mut c = Component {
@@ -171,8 +177,8 @@ async fn local(env: &LocalEnv) -> (Vec<Component>, Vec<Component>) {
         };
         match http::get_json::<Value>(&full, TIMEOUT).await {
             Ok(dump) => {
-                c.version = version_field(&dump)
-                    .or_else(|| dump.get("config").and_then(version_field));
+                c.version =
+                    version_field(&dump).or_else(|| dump.get("config").and_then(version_field));
                 if c.node.is_none() {
                     c.node = dump
                         .get("config")

@@ -11,8 +11,8 @@ use mesh_config::{Object, ObjectKey, Snapshot, USE_WAYPOINT};
 use serde::Serialize;
 
 use crate::cli::{
-    WaypointApplyArgs, WaypointCommand, WaypointDeleteArgs, WaypointGenerateArgs,
-    WaypointListArgs, WaypointStatusArgs,
+    WaypointApplyArgs, WaypointCommand, WaypointDeleteArgs, WaypointGenerateArgs, WaypointListArgs,
+    WaypointStatusArgs,
 };
 use crate::context::{Ctx, Mode};
 use crate::istiod::WaypointState;
@@ -35,7 +35,9 @@ pub async fn run(ctx: &Ctx, cmd: &WaypointCommand) -> anyhow::Result<u8> {
         },
         WaypointCommand::List(a) => {
             let rows = match &ctx.mode {
-                Mode::Local(env) => rows_local(env, namespace_filter(ctx, a.all_namespaces)).await?,
+                Mode::Local(env) => {
+                    rows_local(env, namespace_filter(ctx, a.all_namespaces)).await?
+                }
                 Mode::Kube(s) => {
                     let kube = Ctx::kube(s).await?;
                     let ns = (!a.all_namespaces).then(|| ctx.kube_namespace(&kube));
@@ -47,7 +49,9 @@ pub async fn run(ctx: &Ctx, cmd: &WaypointCommand) -> anyhow::Result<u8> {
         }
         WaypointCommand::Status(a) => {
             let mut rows = match &ctx.mode {
-                Mode::Local(env) => rows_local(env, namespace_filter(ctx, a.all_namespaces)).await?,
+                Mode::Local(env) => {
+                    rows_local(env, namespace_filter(ctx, a.all_namespaces)).await?
+                }
                 Mode::Kube(s) => {
                     let kube = Ctx::kube(s).await?;
                     let ns = (!a.all_namespaces).then(|| ctx.kube_namespace(&kube));
@@ -162,7 +166,12 @@ async fn apply_local(ctx: &Ctx, env: &LocalEnv, a: &WaypointApplyArgs) -> anyhow
     }
     let gw = waypoint_gateway(&ns, name, a.spec.traffic_type);
     let yaml = wg::to_yaml(&gw)?;
-    let put = env.put_object(&snap, &key, &yaml, &env.generated_path("waypoint", &ns, name))?;
+    let put = env.put_object(
+        &snap,
+        &key,
+        &yaml,
+        &env.generated_path("waypoint", &ns, name),
+    )?;
     let mut result = ApplyResult {
         waypoint: ObjectResult {
             namespace: ns.clone(),
@@ -303,7 +312,7 @@ fn describe(st: &WaypointState) -> String {
 }
 
 fn humantime(d: Duration) -> String {
-    if d.as_millis() % 1000 != 0 {
+    if !d.as_millis().is_multiple_of(1000) {
         format!("{}ms", d.as_millis())
     } else {
         format!("{}s", d.as_secs())
@@ -572,7 +581,10 @@ fn empty_note(ctx: &Ctx, all: bool) -> String {
     if all {
         "No waypoints found.\n".into()
     } else {
-        let ns = ctx.namespace.clone().unwrap_or_else(|| "the namespace".into());
+        let ns = ctx
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "the namespace".into());
         format!("No waypoints found in namespace {ns}.\n")
     }
 }
@@ -665,7 +677,12 @@ fn print_deleted(ctx: &Ctx, results: &[DeleteResult], ns: &str) -> anyhow::Resul
         results
             .iter()
             .map(|r| match &r.file {
-                Some(f) => format!("waypoint {}/{} deleted ({})\n", r.namespace, r.name, f.display()),
+                Some(f) => format!(
+                    "waypoint {}/{} deleted ({})\n",
+                    r.namespace,
+                    r.name,
+                    f.display()
+                ),
                 None => format!("waypoint {}/{} deleted\n", r.namespace, r.name),
             })
             .collect()

@@ -57,7 +57,10 @@ pub async fn run(ctx: &Ctx, cmd: &ZtunnelConfigCommand) -> anyhow::Result<u8> {
     let ns = target.workload_namespace.as_deref();
     match ctx.output {
         OutputFormat::Table => print!("{}", render(section, &dump, ns)),
-        other => print!("{}", output::encode(other, &structured(section, &dump, ns))?),
+        other => print!(
+            "{}",
+            output::encode(other, &structured(section, &dump, ns))?
+        ),
     }
     Ok(EXIT_OK)
 }
@@ -141,9 +144,9 @@ async fn fetch_local(
         },
     };
     let full = http::join(&url, "/config_dump");
-    let raw: Value = http::get_json(&full, FETCH_TIMEOUT).await.with_context(|| {
-        "is ztunnel running there? (--ztunnel-admin must point at its admin port, 15000)"
-    })?;
+    let raw: Value = http::get_json(&full, FETCH_TIMEOUT).await.with_context(
+        || "is ztunnel running there? (--ztunnel-admin must point at its admin port, 15000)",
+    )?;
     Ok((full, raw))
 }
 
@@ -305,9 +308,7 @@ fn structured(section: Section, dump: &ZtunnelDump, ns: Option<&str>) -> Value {
             .get("certificates")
             .cloned()
             .unwrap_or(Value::Array(Vec::new())),
-        Section::Connections => {
-            serde_json::to_value(connections(dump, ns)).unwrap_or(Value::Null)
-        }
+        Section::Connections => serde_json::to_value(connections(dump, ns)).unwrap_or(Value::Null),
         Section::All => {
             let mut all = raw.clone();
             if let Some(map) = all.as_object_mut() {

@@ -151,7 +151,8 @@ impl ManifestFile {
             };
             if is_list(&doc) {
                 let items = doc.get("items").and_then(Value::as_array);
-                if let Some(j) = items.and_then(|items| items.iter().position(|it| names(it, key))) {
+                if let Some(j) = items.and_then(|items| items.iter().position(|it| names(it, key)))
+                {
                     return Some(Place::ListItem(i, j));
                 }
             } else if names(&doc, key) {
@@ -499,7 +500,8 @@ fn edit_labels_text(body: &str, label: &str, value: Option<&str>) -> Option<Stri
     let labels_at = (meta + 1..end)
         .find(|&i| indent_of(&lines[i]) == child && key_rest(&lines[i], "labels").is_some());
     let pad = |n: usize| " ".repeat(n);
-    let new_line = |indent: usize, v: &str| format!("{}{}: {}\n", pad(indent), label, yaml_string(v));
+    let new_line =
+        |indent: usize, v: &str| format!("{}{}: {}\n", pad(indent), label, yaml_string(v));
     let Some(labels_at) = labels_at else {
         let v = value?;
         ensure_newline(&mut lines[last_content]);

@@ -62,8 +62,7 @@ where
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshctl"));
     cmd.args(args);
     for (key, _) in std::env::vars() {
-        if key.starts_with("MESHCTL_") || key.starts_with("KUBERNETES_") || key == "KUBECONFIG"
-        {
+        if key.starts_with("MESHCTL_") || key.starts_with("KUBERNETES_") || key == "KUBECONFIG" {
             cmd.env_remove(key);
         }
     }
@@ -113,8 +112,7 @@ impl FakeServer {
                 .build()
                 .expect("runtime");
             rt.block_on(async move {
-                let listener =
-                    tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+                let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
                 loop {
                     let stream = tokio::select! {
                         _ = &mut stop_rx => return,
@@ -225,6 +223,21 @@ pub fn normalize(s: &str, replacements: &[(&str, &str)]) -> String {
     out
 }
 
+/// Collapses runs of spaces: for tables whose column widths depend on replaced values (URLs
+/// with ephemeral ports).
+pub fn collapse_spaces(s: &str) -> String {
+    s.lines()
+        .map(|l| {
+            l.split(' ')
+                .filter(|w| !w.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
 /// A configuration directory in a temporary directory.
 pub struct ConfigDir {
     pub tmp: tempfile::TempDir,
@@ -258,8 +271,7 @@ impl ConfigDir {
     }
 
     pub fn read(&self, name: &str) -> String {
-        std::fs::read_to_string(self.path().join(name))
-            .unwrap_or_else(|e| panic!("{name}: {e}"))
+        std::fs::read_to_string(self.path().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
     }
 
     pub fn exists(&self, name: &str) -> bool {

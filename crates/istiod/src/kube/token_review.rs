@@ -101,7 +101,7 @@ pub fn decide(
         )));
     }
     if let Some(audiences) = &status.audiences
-        && !audiences.iter().any(|a| *a == policy.audience)
+        && !audiences.contains(&policy.audience)
     {
         return Err(Refusal::NotAuthenticated(format!(
             "the token is for audiences {audiences:?}, not {}",
@@ -208,7 +208,7 @@ impl TokenReviewer {
         let api: Api<TokenReview> = Api::all(self.client.clone());
         let review = TokenReview {
             spec: TokenReviewSpec {
-                token: Some(token.to_string()),
+                token: token.to_string(),
                 audiences: Some(vec![self.policy.audience.clone()]),
             },
             ..Default::default()

@@ -15,6 +15,7 @@ pub mod validate;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,9 +29,11 @@ use mesh_config::Snapshot;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::model::ModelConfig;
+use cert::{WEBHOOK_CERT_TTL, WebhookCert, WebhookCertError};
 
 /// Path of the validation endpoint.
 pub const VALIDATE_PATH: &str = "/validate";
@@ -45,6 +48,55 @@ pub struct WebhookSettings {
     pub addr: SocketAddr,
     /// `<service>.<namespace>.svc`, the name the API server calls.
     pub host: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookStartError {
+    #[error(transparent)]
+    Cert(#[from] WebhookCertError),
+    #[error("cannot listen on {addr} (webhook): {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Issues the serving certificate (for `host` and `host.<domain suffix>`) from the root in
+/// `ca_dir`, binds and starts serving; the tasks end once `stop` turns true. Returns the bound
+/// address.
+pub async fn start(
+    settings: &WebhookSettings,
+    ca_dir: &Path,
+    state: WebhookState,
+    stop: watch::Receiver<bool>,
+) -> Result<(SocketAddr, Vec<JoinHandle<()>>), WebhookStartError> {
+    let names = vec![
+        settings.host.clone(),
+        format!("{}.{}", settings.host, state.model.domain_suffix),
+    ];
+    let cert = WebhookCert::load(ca_dir, names, WEBHOOK_CERT_TTL)?;
+    let tls = cert.server_config()?;
+    let listener = TcpListener::bind(settings.addr)
+        .await
+        .map_err(|source| WebhookStartError::Bind {
+            addr: settings.addr,
+            source,
+        })?;
+    let addr = listener.local_addr().unwrap_or(settings.addr);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let renewal = {
+        let stop = stopped(stop.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = cert.run_renewal() => {}
+                _ = stop => {}
+            }
+        })
+    };
+    let server = tokio::spawn(serve(listener, tls, state, stopped(stop)));
+    Ok((addr, vec![renewal, server]))
 }
 
 /// What the webhook decides with.

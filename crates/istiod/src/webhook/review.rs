@@ -84,14 +84,11 @@ pub fn decide(
         return deny(response, format!("{label} is invalid: {}", errors.join("; ")));
     }
     let warnings = model_warnings(obj, model, current);
-    if warnings.is_empty() {
-        response
-    } else {
-        AdmissionResponse {
-            warnings: Some(warnings),
-            ..response
-        }
+    let mut response = response;
+    if !warnings.is_empty() {
+        response.warnings = Some(warnings);
     }
+    response
 }
 
 /// What the model reports about `obj` once it replaces its current version.

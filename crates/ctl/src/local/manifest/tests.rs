@@ -59,8 +59,12 @@ fn replaces_and_removes_a_label() {
     assert!(report.changed);
     // The only label gone: the labels key goes too; the other documents are untouched.
     assert!(!out.contains("labels:"), "{out}");
-    assert!(out.starts_with("# team namespaces\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: other\n---\n"));
-    assert!(out.ends_with("---\napiVersion: v1\nkind: Service\nmetadata: {name: cart, namespace: shop}\n"));
+    assert!(out.starts_with(
+        "# team namespaces\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: other\n---\n"
+    ));
+    assert!(out.ends_with(
+        "---\napiVersion: v1\nkind: Service\nmetadata: {name: cart, namespace: shop}\n"
+    ));
     let snap = Snapshot::from_yaml("m.yaml", &out);
     assert!(snap.issues.is_empty(), "{:?}", snap.issues);
     assert_eq!(snap.objects.len(), 3);
@@ -109,8 +113,13 @@ fn list_items_are_edited() {
     let (out, report) = edit(text, "x", Some("y"));
     assert!(report.reformatted);
     let snap = Snapshot::from_yaml("m.yaml", &out);
-    let labels = snap.namespace("shop").and_then(|n| n.metadata.labels.clone());
-    assert_eq!(labels.unwrap_or_default().get("x").map(String::as_str), Some("y"));
+    let labels = snap
+        .namespace("shop")
+        .and_then(|n| n.metadata.labels.clone());
+    assert_eq!(
+        labels.unwrap_or_default().get("x").map(String::as_str),
+        Some("y")
+    );
 }
 
 #[test]
@@ -128,9 +137,16 @@ fn remove_and_append_documents() {
     f.append("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: new\n");
     let snap = Snapshot::from_yaml("m.yaml", &f.render());
     let names: Vec<String> = snap.objects.keys().map(|k| k.to_string()).collect();
-    assert_eq!(names, ["Namespace new", "Namespace other", "Service shop/cart"]);
+    assert_eq!(
+        names,
+        ["Namespace new", "Namespace other", "Service shop/cart"]
+    );
     let err = f.remove(&ns_key("shop")).expect_err("gone");
-    assert!(err.to_string().contains("no document defines Namespace shop"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("no document defines Namespace shop"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -64,11 +64,11 @@ fn node_proxy_gets_the_node_named_by_its_bound_token() {
         ],
     );
     assert_eq!(
-        decide(&status, &policy(), &snapshot()),
-        Ok(Caller::Node {
+        decide(&status, &policy(), &snapshot()).expect("allowed"),
+        Caller::Node {
             node: "node-a".into(),
             proxy: "istio-system/ztunnel".into()
-        })
+        }
     );
 }
 
@@ -121,11 +121,11 @@ fn other_service_accounts_get_only_themselves() {
         &[(NODE_NAME_EXTRA, "node-a")],
     );
     assert_eq!(
-        decide(&status, &policy(), &snapshot()),
-        Ok(Caller::Workload {
+        decide(&status, &policy(), &snapshot()).expect("allowed"),
+        Caller::Workload {
             namespace: "demo".into(),
             service_account: "waypoint".into()
-        })
+        }
     );
     // A ztunnel service account in another namespace is not a node proxy.
     let status = reviewed("system:serviceaccount:other:ztunnel", &[]);

@@ -210,6 +210,7 @@ pub fn waypoint_objects(
                         audience: Some(settings.token_audience.clone()),
                         expiration_seconds: Some(TOKEN_EXPIRATION_SECONDS),
                         path: TOKEN_FILE.into(),
+                        ..Default::default()
                     }),
                     ..Default::default()
                 }]),
@@ -228,7 +229,7 @@ pub fn waypoint_objects(
     ];
     let deployment = Deployment {
         metadata: meta.clone(),
-        spec: Some(DeploymentSpec {
+        spec: DeploymentSpec {
             selector: LabelSelector {
                 match_labels: Some(selector.clone()),
                 ..Default::default()
@@ -255,7 +256,7 @@ pub fn waypoint_objects(
                 }),
             },
             ..Default::default()
-        }),
+        },
         ..Default::default()
     };
 

@@ -63,7 +63,7 @@ fn every_object_is_named_like_the_gateway_and_owned_by_it() {
 #[test]
 fn the_deployment_runs_the_waypoint_with_its_identity_and_trust() {
     let objs = waypoint_objects(&gateway(), &settings()).expect("complete gateway");
-    let spec = objs.deployment.spec.expect("spec");
+    let spec = objs.deployment.spec;
     assert_eq!(
         spec.selector.match_labels.expect("selector")[GATEWAY_NAME_LABEL],
         "reviews-wp"
