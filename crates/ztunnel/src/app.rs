@@ -67,7 +67,10 @@ pub async fn run(config: Config, log: Option<LogHandle>, log_level: String) -> a
         None => {
             let ca_channel = control::channel(&config.ca_address, control_tls.clone())?;
             CertificateManager::new(
-                Arc::new(GrpcCaClient::new(ca_channel, token.clone())),
+                Arc::new(GrpcCaClient::new(
+                    ca_channel,
+                    token_source(config.token_file.as_ref()),
+                )),
                 roots,
             )
         }
@@ -196,5 +199,13 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// The CA client re-reads the token file for every request (projected tokens rotate).
+fn token_source(file: Option<&std::path::PathBuf>) -> crate::ca_client::TokenSource {
+    match file {
+        Some(p) => crate::ca_client::TokenSource::File(p.clone()),
+        None => crate::ca_client::TokenSource::None,
     }
 }

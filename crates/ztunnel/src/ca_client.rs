@@ -13,13 +13,39 @@ use tonic::transport::Channel;
 /// Requested certificate lifetime.
 const VALIDITY: Duration = Duration::from_secs(24 * 3600);
 
+/// Where the bearer token comes from: read again for every request, so a rotated projected
+/// ServiceAccount token is picked up.
+#[derive(Clone, Debug)]
+pub enum TokenSource {
+    None,
+    Static(String),
+    File(std::path::PathBuf),
+}
+
+impl TokenSource {
+    fn read(&self) -> Result<Option<String>, ManagerError> {
+        match self {
+            TokenSource::None => Ok(None),
+            TokenSource::Static(t) => Ok(Some(t.clone())),
+            TokenSource::File(p) => std::fs::read_to_string(p)
+                .map(|t| Some(t.trim().to_string()))
+                .map_err(|e| {
+                    ManagerError::CaRequest(format!(
+                        "cannot read the token file {}: {e}",
+                        p.display()
+                    ))
+                }),
+        }
+    }
+}
+
 pub struct GrpcCaClient {
     channel: Channel,
-    token: Option<String>,
+    token: TokenSource,
 }
 
 impl GrpcCaClient {
-    pub fn new(channel: Channel, token: Option<String>) -> Self {
+    pub fn new(channel: Channel, token: TokenSource) -> Self {
         GrpcCaClient { channel, token }
     }
 }
@@ -39,7 +65,7 @@ impl CaClient for GrpcCaClient {
             validity_duration: VALIDITY.as_secs() as i64,
             metadata: Some(metadata),
         });
-        if let Some(t) = &self.token {
+        if let Some(t) = self.token.read()? {
             let v = format!("Bearer {t}").parse().map_err(|_| {
                 ManagerError::CaRequest("the node token is not a valid header value".into())
             })?;
