@@ -128,8 +128,10 @@ pub fn parse_waypoints(v: &Value) -> Vec<WaypointState> {
     out
 }
 
+/// The first non-empty string among `keys`.
 fn str_at<'a>(v: &'a Value, keys: &[&str]) -> Option<&'a str> {
-    keys.iter().find_map(|k| v.get(*k).and_then(Value::as_str))
+    keys.iter()
+        .find_map(|k| v.get(*k).and_then(Value::as_str).filter(|s| !s.is_empty()))
 }
 
 fn parse_waypoint(item: &Value) -> Option<WaypointState> {
@@ -160,8 +162,8 @@ fn parse_waypoint(item: &Value) -> Option<WaypointState> {
         _ => false,
     };
     // Programmed decides; a refused Gateway (Accepted=False) is not programmed either.
-    let decisive = condition("Programmed")
-        .or_else(|| condition("Accepted").filter(|c| is_false(c)));
+    let decisive =
+        condition("Programmed").or_else(|| condition("Accepted").filter(|c| is_false(c)));
     if let Some(cond) = decisive {
         state.programmed = match cond.get("status") {
             Some(Value::Bool(b)) => Some(*b),

@@ -462,3 +462,60 @@ spec:
             .any(|i| i.starts_with("AuthorizationPolicy demo/jwt: "))
     );
 }
+
+#[test]
+fn a_waypoint_of_another_namespace_must_allow_it() {
+    let shared = |allowed: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: shared, namespace: infra}}\n\
+             spec:\n  gatewayClassName: istio-waypoint\n  listeners: [{{name: mesh, port: 15008, protocol: HBONE{allowed}}}]\n---\n"
+        )
+    };
+    let rest = [
+        namespace(None).replace(
+            "ambient}",
+            "ambient, istio.io/use-waypoint: shared, istio.io/use-waypoint-namespace: infra}",
+        ),
+        service("reviews", "reviews", "10.96.0.10", "", ""),
+    ]
+    .concat();
+    let shared_host = "shared.infra.svc.cluster.local";
+
+    // The listener allows only its own namespace (the default): refused, yet still bound.
+    let m = model(&(shared("") + &rest));
+    assert_eq!(service_waypoint(&m, REVIEWS), address("infra", shared_host));
+    assert!(bound_keys(&m, "infra/shared").is_empty());
+    let st = m.waypoint_status("infra/shared").expect("status");
+    assert!(
+        st.refused[0].contains("does not allow namespace demo"),
+        "{st:?}"
+    );
+    assert!(issues_for(&m, "Namespace demo")[0].contains("its traffic is refused"));
+
+    let m = model(&(shared(", allowedRoutes: {namespaces: {from: All}}") + &rest));
+    assert_eq!(service_waypoint(&m, REVIEWS), address("infra", shared_host));
+    assert_eq!(bound_keys(&m, "infra/shared"), [REVIEWS]);
+    assert!(m.issues.is_empty(), "{:?}", m.issues);
+}
+
+#[test]
+fn a_root_namespace_policy_on_the_gateway_class_applies_to_every_waypoint() {
+    let policy = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n\
+        metadata: {name: mesh-wide, namespace: istio-system}\n\
+        spec:\n  targetRefs: [{kind: GatewayClass, group: gateway.networking.k8s.io, name: istio-waypoint}]\n  \
+        action: DENY\n  rules: [{to: [{operation: {paths: [/debug*]}}]}]\n---\n";
+    let m = model(&(mesh() + policy));
+    let wp = m.waypoint("demo/waypoint").expect("waypoint");
+    assert_eq!(wp.policies.len(), 1);
+    assert_eq!(wp.policies[0].name, "istio-system/mesh-wide");
+    assert!(wp.policies[0].targets.is_empty());
+    // Elsewhere than the root namespace it is refused.
+    let m = model(&(mesh() + &policy.replace("namespace: istio-system", "namespace: demo")));
+    assert!(
+        m.waypoint("demo/waypoint")
+            .expect("waypoint")
+            .policies
+            .is_empty()
+    );
+    assert!(issues_for(&m, "AuthorizationPolicy demo/mesh-wide")[0].contains("root namespace"));
+}
