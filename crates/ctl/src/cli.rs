@@ -27,7 +27,7 @@ Examples:
 
 /// Operate and inspect the ambient mesh.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "meshctl", version, about, long_about = None, after_help = ROOT_AFTER_HELP)]
+#[command(name = "meshctl", version, long_about = None, after_help = ROOT_AFTER_HELP)]
 pub struct Args {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -37,6 +37,7 @@ pub struct Args {
 
 /// Flags every command accepts.
 #[derive(Debug, Clone, ClapArgs)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Local mode: the directory of manifests istiod reads (Namespaces, Pods, Services,
     /// policies, Gateways, routes).
@@ -317,6 +318,7 @@ pub enum DataplaneCommand {
 #[derive(Debug, Clone, ClapArgs)]
 pub struct DataplaneArgs {
     /// The namespace.
+    #[arg(id = "target_namespace", value_name = "NAMESPACE")]
     pub namespace: String,
     /// How long to wait for every pod (e.g. 30s, 2m).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
@@ -488,6 +490,17 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert!(parse_duration("3w").is_err());
         assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn positional_namespace_is_not_the_global_flag() {
+        let args = Args::try_parse_from(["meshctl", "dataplane", "enroll", "shop", "-n", "other"])
+            .expect("parses");
+        let Command::Dataplane(DataplaneCommand::Enroll(a)) = &args.command else {
+            panic!("wrong command: {args:?}");
+        };
+        assert_eq!(a.namespace, "shop");
+        assert_eq!(args.global.namespace.as_deref(), Some("other"));
     }
 
     #[test]

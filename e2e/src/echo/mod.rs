@@ -22,4 +22,6 @@ pub enum EchoError {
     },
     #[error("nothing to serve: give at least one --tcp or --http port")]
     NoListeners,
+    #[error("cannot install the SIGTERM/SIGINT handlers: {0}")]
+    Signal(#[source] std::io::Error),
 }

@@ -12,6 +12,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::signal::unix::{SignalKind, signal};
 
 use super::EchoError;
 
@@ -24,8 +25,29 @@ pub struct ServerConfig {
     pub name: String,
 }
 
-/// Binds every listener, then serves until the process ends.
+/// Binds every listener, then serves until SIGTERM or SIGINT (a pod deletion, Ctrl-C), which
+/// end the process at once.
 pub async fn run(cfg: ServerConfig) -> Result<(), EchoError> {
+    // Installed before the listeners bind, so that a stop requested while they start is not lost.
+    // As a container's PID 1 the process has no default signal handlers: without these, a pod
+    // deletion would wait out the whole grace period.
+    let mut term = signal(SignalKind::terminate()).map_err(EchoError::Signal)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(EchoError::Signal)?;
+    let serve = serve(cfg);
+    tokio::select! {
+        res = serve => res,
+        _ = term.recv() => {
+            tracing::info!("SIGTERM: stopping");
+            Ok(())
+        }
+        _ = int.recv() => {
+            tracing::info!("SIGINT: stopping");
+            Ok(())
+        }
+    }
+}
+
+async fn serve(cfg: ServerConfig) -> Result<(), EchoError> {
     if cfg.tcp_ports.is_empty() && cfg.http_ports.is_empty() {
         return Err(EchoError::NoListeners);
     }

@@ -95,9 +95,13 @@ where
     while let Some(item) = stream.next().await {
         let update = match item {
             Ok(event) => {
-                delay = spec.retry_min;
-                if let Some(cause) = failing.take() {
-                    tracing::info!(resource = %kind.resource_label(), %cause, "watch recovered");
+                // A restart announces itself before its listing, which may still fail: only
+                // data (or a complete listing) shows that the watch works again.
+                if !matches!(event, watcher::Event::Init) {
+                    delay = spec.retry_min;
+                    if let Some(cause) = failing.take() {
+                        tracing::info!(resource = %kind.resource_label(), %cause, "watch recovered");
+                    }
                 }
                 match event {
                     watcher::Event::Init => Update::Relist(kind),

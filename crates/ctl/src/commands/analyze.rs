@@ -194,7 +194,14 @@ async fn cluster_input(kube: &KubeEnv) -> anyhow::Result<Input> {
                 return Err(e.into());
             }
         };
-        for obj in list.items {
+        for mut obj in list.items {
+            // List items may come without their type; the parser needs it.
+            if obj.types.is_none() {
+                obj.types = Some(kube::api::TypeMeta {
+                    api_version: ar.api_version.clone(),
+                    kind: ar.kind.clone(),
+                });
+            }
             let value = serde_json::to_value(&obj)?;
             let parsed = mesh_config::parse_manifests(&serde_json::to_string(&value)?);
             let key = documents::doc_key(&value);
