@@ -111,7 +111,10 @@ fn handle(state: &DebugState, req: &Request<Incoming>) -> Response<Full<Bytes>> 
         }
         "/debug/config_issues" => json_response(&json!(state.status.issues())),
         "/debug/xds" => json_response(&xds_status(state)),
-        "/debug/config_dump" => json_response(&state.config),
+        "/debug/config_dump" => json_response(&json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "config": &state.config,
+        })),
         "/debug/waypoints" => json_response(&json!(state.status.waypoints())),
         _ => text(
             StatusCode::NOT_FOUND,

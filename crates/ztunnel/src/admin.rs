@@ -70,6 +70,7 @@ where
 /// What `/config_dump` shows.
 #[derive(Serialize)]
 struct ConfigDump<'a> {
+    version: &'static str,
     config: &'a Config,
     #[serde(flatten)]
     state: crate::state::StateDump,
@@ -145,6 +146,7 @@ impl Admin {
                     .collect();
                 pods.sort_by(|a, b| a.uid.cmp(&b.uid));
                 json(&ConfigDump {
+                    version: env!("CARGO_PKG_VERSION"),
                     config: &self.config,
                     state,
                     pods,
