@@ -8,9 +8,11 @@
 //! - [`demo`]: the narrated walk-through behind `make demo`.
 //! - [`bench`]: the performance benchmark behind `make bench` (`mesh-bench`).
 //! - [`http1`]: a tiny blocking HTTP/1.1 client shared by the echo client and the harness.
+//! - [`k8s`]: helpers of the Kubernetes end-to-end suite (`tests/kubernetes.rs`).
 
 pub mod bench;
 pub mod demo;
 pub mod echo;
 pub mod harness;
 pub mod http1;
+pub mod k8s;

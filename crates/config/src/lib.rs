@@ -12,6 +12,7 @@ pub mod parse;
 pub mod snapshot;
 pub mod source;
 
+pub use crate::kube::{KubeSource, KubeSourceError, KubeSourceOptions, WatchedKind};
 pub use dir::{ConfigError, DirSource};
 pub use enrol::{
     DATAPLANE_MODE, GATEWAY_NAME_LABEL, REDIRECTION_ANNOTATION, USE_WAYPOINT,
@@ -19,7 +20,6 @@ pub use enrol::{
     pod_host_network, pod_service_account, pod_uid, use_waypoint, use_waypoint_namespace,
 };
 pub use k8s_openapi;
-pub use crate::kube::{KubeSource, KubeSourceError, KubeSourceOptions, WatchedKind};
 pub use objects::{Object, ObjectKey};
 pub use parse::{DocumentError, Parsed, parse_manifests};
 pub use snapshot::{ConfigIssue, Snapshot};

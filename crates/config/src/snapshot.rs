@@ -98,7 +98,10 @@ impl Snapshot {
 
     /// The pod `namespace/name`.
     pub fn pod(&self, namespace: &str, name: &str) -> Option<&Pod> {
-        match self.objects.get(&ObjectKey::new(kind::POD, namespace, name)) {
+        match self
+            .objects
+            .get(&ObjectKey::new(kind::POD, namespace, name))
+        {
             Some(Object::Pod(pod)) => Some(pod),
             _ => None,
         }

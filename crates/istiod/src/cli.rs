@@ -8,7 +8,9 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Serialize;
 
-use crate::kube::settings::{DEFAULT_WEBHOOK_ADDR, KubeArgs, KubeSettings, SourceMode, source_mode};
+use crate::kube::settings::{
+    DEFAULT_WEBHOOK_ADDR, KubeArgs, KubeSettings, SourceMode, source_mode,
+};
 use crate::model::ModelConfig;
 use crate::webhook::WebhookSettings;
 use crate::xds::Debounce;
@@ -101,7 +103,8 @@ pub struct Config {
 impl Config {
     pub fn from_args(args: &Args) -> Self {
         let source = source_mode(&args.kube, args.config_dir.as_ref());
-        let kubernetes = (source == SourceMode::Kubernetes).then(|| KubeSettings::from_args(&args.kube));
+        let kubernetes =
+            (source == SourceMode::Kubernetes).then(|| KubeSettings::from_args(&args.kube));
         let webhook_addr = args.kube.webhook_addr.or_else(|| {
             (source == SourceMode::Kubernetes)
                 .then(|| DEFAULT_WEBHOOK_ADDR.parse().ok())
@@ -109,7 +112,10 @@ impl Config {
         });
         let webhook = webhook_addr.map(|addr| WebhookSettings {
             addr,
-            host: format!("{}.{}.svc", args.kube.istiod_service, args.kube.pod_namespace),
+            host: format!(
+                "{}.{}.svc",
+                args.kube.istiod_service, args.kube.pod_namespace
+            ),
         });
         Config {
             source,

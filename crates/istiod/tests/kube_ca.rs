@@ -69,14 +69,18 @@ async fn fake_api_server(seen: Arc<Mutex<Vec<String>>>) -> SocketAddr {
                             .ok()
                             .and_then(|b| serde_json::from_slice(&b).ok())
                             .unwrap_or_default();
-                        let (status, out) = if path == "/apis/authentication.k8s.io/v1/tokenreviews" {
+                        let (status, out) = if path == "/apis/authentication.k8s.io/v1/tokenreviews"
+                        {
                             let token = review["spec"]["token"].as_str().unwrap_or("").to_string();
                             seen.lock().push(token.clone());
                             let mut out = review.clone();
                             out["status"] = review_status(&token, &review["spec"]["audiences"]);
                             (201, out)
                         } else {
-                            (404, json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404, "reason": "NotFound", "message": "not found"}))
+                            (
+                                404,
+                                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404, "reason": "NotFound", "message": "not found"}),
+                            )
                         };
                         let resp = hyper::Response::builder()
                             .status(status)
@@ -169,8 +173,9 @@ impl Setup {
             format!("Bearer {token}").parse().expect("ascii"),
         );
         let resp = self.service.create_certificate(req).await?.into_inner();
-        let cert = WorkloadCertificate::from_pem(&resp.cert_chain, &bundle.key_pem, &[self.ca.root_pem()])
-            .expect("chain verifies against the root");
+        let cert =
+            WorkloadCertificate::from_pem(&resp.cert_chain, &bundle.key_pem, &[self.ca.root_pem()])
+                .expect("chain verifies against the root");
         assert_eq!(cert.identity(), &id);
         Ok(cert)
     }
@@ -179,30 +184,51 @@ impl Setup {
 #[tokio::test]
 async fn node_proxy_gets_the_identities_of_its_node_only() {
     let s = setup().await;
-    s.request("ztunnel-node-a", "web").await.expect("web-0 runs on node-a");
-    let err = s.request("ztunnel-node-a", "db").await.expect_err("db-0 runs on node-b");
+    s.request("ztunnel-node-a", "web")
+        .await
+        .expect("web-0 runs on node-a");
+    let err = s
+        .request("ztunnel-node-a", "db")
+        .await
+        .expect_err("db-0 runs on node-b");
     assert_eq!(err.code(), Code::PermissionDenied);
     assert!(
-        err.message().starts_with("node node-a may not request spiffe://cluster.local/ns/demo/sa/db"),
+        err.message()
+            .starts_with("node node-a may not request spiffe://cluster.local/ns/demo/sa/db"),
         "{}",
         err.message()
     );
-    assert_eq!(s.seen.lock().as_slice(), ["ztunnel-node-a", "ztunnel-node-a"]);
+    assert_eq!(
+        s.seen.lock().as_slice(),
+        ["ztunnel-node-a", "ztunnel-node-a"]
+    );
 }
 
 #[tokio::test]
 async fn node_proxy_token_without_pod_binding_is_refused() {
     let s = setup().await;
-    let err = s.request("ztunnel-legacy", "web").await.expect_err("no node");
+    let err = s
+        .request("ztunnel-legacy", "web")
+        .await
+        .expect_err("no node");
     assert_eq!(err.code(), Code::PermissionDenied);
-    assert!(err.message().contains("is not bound to a pod"), "{}", err.message());
+    assert!(
+        err.message().contains("is not bound to a pod"),
+        "{}",
+        err.message()
+    );
 }
 
 #[tokio::test]
 async fn other_workloads_get_only_their_own_identity() {
     let s = setup().await;
-    s.request("waypoint", "waypoint").await.expect("its own identity");
-    let err = s.request("waypoint", "web").await.expect_err("another identity");
+    s.request("waypoint", "waypoint")
+        .await
+        .expect("its own identity");
+    let err = s
+        .request("waypoint", "web")
+        .await
+        .expect_err("another identity");
     assert_eq!(err.code(), Code::PermissionDenied);
     assert_eq!(
         err.message(),
@@ -214,7 +240,10 @@ async fn other_workloads_get_only_their_own_identity() {
 #[tokio::test]
 async fn tokens_the_api_server_rejects_are_unauthenticated() {
     let s = setup().await;
-    let err = s.request("stolen", "web").await.expect_err("rejected token");
+    let err = s
+        .request("stolen", "web")
+        .await
+        .expect_err("rejected token");
     assert_eq!(err.code(), Code::Unauthenticated);
     assert_eq!(
         err.message(),
@@ -231,10 +260,14 @@ async fn an_unreachable_api_server_makes_the_ca_unavailable() {
         l.local_addr().expect("addr")
     };
     let s = setup_with(closed, Arc::new(Mutex::new(Vec::new()))).await;
-    let err = s.request("waypoint", "waypoint").await.expect_err("no API server");
+    let err = s
+        .request("waypoint", "waypoint")
+        .await
+        .expect_err("no API server");
     assert_eq!(err.code(), Code::Unavailable);
     assert!(
-        err.message().starts_with("cannot review the token with the Kubernetes API server"),
+        err.message()
+            .starts_with("cannot review the token with the Kubernetes API server"),
         "{}",
         err.message()
     );

@@ -22,7 +22,7 @@ pub const NAME: &str = "waypoint";
 /// The label a Gateway's proxy pods carry (such pods are never enrolled).
 pub const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
 /// Name of the Service bound to the waypoint.
-pub const BOUND_SERVICE: &str = "server-l7";
+pub const BOUND_SERVICE: &str = "l7";
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 /// The last two VIPs of the cluster's plan, far from the ones `Cluster::add_service` hands out.
@@ -143,8 +143,8 @@ fn waypoint_requests(pod: &Pod) -> Result<f64, String> {
     Ok(m.sum("istio_requests_total", &[("reporter", "waypoint")]))
 }
 
-/// Deploys the waypoint for `server` (label `app=<app>`) in namespace `ns` on the client's node
-/// and checks that a request from `client` to the bound Service goes through it. `Err` says why
+/// Deploys a waypoint in namespace `ns` on the client's node, binds a Service selecting the pods
+/// labelled `app=<app>` to it, and checks that a request from `client` to the bound Service goes through it. `Err` says why
 /// the L7 path is not available.
 pub fn deploy(c: &Cluster, ns: &str, app: &str, client: &Pod) -> Result<Waypoint, String> {
     let bin = c.bin_dir().join("waypoint");

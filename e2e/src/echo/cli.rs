@@ -1,11 +1,12 @@
 //! Command line of `mesh-echo`, and the code that runs each command.
 
+use std::num::NonZeroU32;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use super::{client, server};
+use super::{client, listeners, server};
 
 /// Test application of the ambient mesh: a TCP echo and HTTP server, and its client.
 #[derive(Debug, Parser)]
@@ -17,7 +18,9 @@ pub struct Args {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve TCP echo and HTTP until killed.
+    /// Print the TCP sockets listening in this network namespace, one `ADDR:PORT` a line.
+    Listeners,
+    /// Serve TCP echo and HTTP until SIGTERM or SIGINT.
     Server {
         /// TCP echo port (repeatable).
         #[arg(long = "tcp")]
@@ -28,6 +31,10 @@ pub enum Command {
         /// Name reported in HTTP responses.
         #[arg(long, env = "POD_NAME", default_value = "unknown")]
         name: String,
+        /// Flaky on purpose: answer one HTTP request in every N (the first, the (N+1)th, ...)
+        /// with 503. `GET /_echo/stats` reports the requests served and failed.
+        #[arg(long)]
+        fail_every: Option<NonZeroU32>,
     },
     /// One request, then exit: 0 on success, 1 on failure, 22 on a non-2xx HTTP status.
     Client {
@@ -56,13 +63,22 @@ pub enum ClientCommand {
         headers: Vec<String>,
         #[arg(long, default_value_t = 5000)]
         timeout_ms: u64,
+        /// Send the request N times (a new connection each) and print a JSON summary: counts
+        /// of statuses, of answering pods and of errors. Exits 1 if any request failed.
+        #[arg(long, value_name = "N")]
+        repeat: Option<u32>,
     },
 }
 
 /// Runs the parsed command and returns the process exit code.
 pub fn run(args: Args) -> ExitCode {
     match args.command {
-        Command::Server { tcp, http, name } => {
+        Command::Server {
+            tcp,
+            http,
+            name,
+            fail_every,
+        } => {
             let rt = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -74,6 +90,7 @@ pub fn run(args: Args) -> ExitCode {
                 tcp_ports: tcp,
                 http_ports: http,
                 name,
+                fail_every,
             };
             match rt.block_on(server::run(cfg)) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -83,6 +100,18 @@ pub fn run(args: Args) -> ExitCode {
                 }
             }
         }
+        Command::Listeners => match listeners::listening(std::path::Path::new("/proc/net")) {
+            Ok(list) => {
+                for addr in list {
+                    println!("{addr}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("mesh-echo listeners: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Client {
             kind:
                 ClientCommand::Tcp {
@@ -106,6 +135,7 @@ pub fn run(args: Args) -> ExitCode {
                     url,
                     headers,
                     timeout_ms,
+                    repeat,
                 },
         } => {
             let mut pairs = Vec::new();
@@ -118,7 +148,23 @@ pub fn run(args: Args) -> ExitCode {
                     }
                 }
             }
-            match client::http_with_headers(&url, &pairs, Duration::from_millis(timeout_ms)) {
+            let timeout = Duration::from_millis(timeout_ms);
+            if let Some(n) = repeat {
+                let sum = client::http_repeat(&url, &pairs, n, timeout);
+                match serde_json::to_string(&sum) {
+                    Ok(json) => println!("{json}"),
+                    Err(e) => {
+                        eprintln!("mesh-echo client: cannot print the summary: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+                return if sum.errors.is_empty() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                };
+            }
+            match client::http_with_headers(&url, &pairs, timeout) {
                 Ok(resp) => {
                     println!("status: {}", resp.status);
                     print!("{}", resp.text());

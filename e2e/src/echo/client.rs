@@ -1,5 +1,6 @@
 //! The echo client: one TCP echo exchange or one HTTP GET, blocking, with a deadline.
 
+use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
@@ -188,6 +189,49 @@ pub fn http_with_headers(
         },
         other => http_err(other),
     })
+}
+
+/// What `count` GETs of one URL got: how many of each status, which pods answered (the
+/// `x-echo-pod` header of `mesh-echo server`, else the `pod` field of its JSON body), and the
+/// failures that got no response.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RepeatSummary {
+    pub requests: u32,
+    pub statuses: BTreeMap<u16, u32>,
+    pub pods: BTreeMap<String, u32>,
+    pub errors: BTreeMap<String, u32>,
+}
+
+/// `GET url` `count` times, each on a new connection (so that every request is balanced on its
+/// own), and counts the outcomes.
+pub fn http_repeat(
+    url: &str,
+    headers: &[(&str, &str)],
+    count: u32,
+    timeout: Duration,
+) -> RepeatSummary {
+    let mut sum = RepeatSummary::default();
+    for _ in 0..count {
+        sum.requests += 1;
+        match http_with_headers(url, headers, timeout) {
+            Ok(resp) => {
+                *sum.statuses.entry(resp.status).or_default() += 1;
+                if let Some(pod) = answering_pod(&resp) {
+                    *sum.pods.entry(pod).or_default() += 1;
+                }
+            }
+            Err(e) => *sum.errors.entry(e.to_string()).or_default() += 1,
+        }
+    }
+    sum
+}
+
+fn answering_pod(resp: &Response) -> Option<String> {
+    if let Some(p) = resp.header("x-echo-pod") {
+        return Some(p.to_string());
+    }
+    let v: serde_json::Value = serde_json::from_slice(&resp.body).ok()?;
+    v.get("pod")?.as_str().map(str::to_string)
 }
 
 #[cfg(test)]

@@ -6,9 +6,12 @@
 //! - `mesh-echo client tcp ADDR --message X`: sends X, prints the echoed reply, fails clearly
 //!   when the connection is refused, reset or closed before the whole echo came back.
 //! - `mesh-echo client http URL`: prints the status and the body; non-2xx exits with code 22.
+//!   With `--repeat N`: N requests, then a JSON summary of statuses and answering pods.
+//! - `mesh-echo listeners`: the TCP sockets listening in the pod's network namespace.
 
 pub mod cli;
 pub mod client;
+pub mod listeners;
 pub mod server;
 
 /// Errors of the echo server.

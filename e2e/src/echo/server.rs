@@ -1,8 +1,15 @@
 //! The echo server: TCP echo listeners and HTTP/1.1 listeners, each connection on its own task.
+//!
+//! With `fail_every = N` the HTTP server is flaky on purpose: one request in every N (the first,
+//! the (N+1)th, ...) is answered 503 instead of the usual description. `GET /_echo/stats` is
+//! never counted and never fails: it reports how many requests were served and how many failed
+//! that way, so a test can tell what the server itself saw from what its clients saw.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -23,6 +30,78 @@ pub struct ServerConfig {
     pub http_ports: Vec<u16>,
     /// Reported in every HTTP response (the pod name).
     pub name: String,
+    /// Answer one HTTP request in every N with 503 (see the module docs).
+    pub fail_every: Option<NonZeroU32>,
+}
+
+/// Path of the server's own counters (never counted, never failed).
+pub const STATS_PATH: &str = "/_echo/stats";
+
+/// How the HTTP listeners answer, shared by all their connections.
+#[derive(Debug)]
+pub struct HttpBehaviour {
+    name: String,
+    fail_every: Option<NonZeroU32>,
+    requests: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl HttpBehaviour {
+    pub fn new(name: &str, fail_every: Option<NonZeroU32>) -> Self {
+        Self {
+            name: name.to_string(),
+            fail_every,
+            requests: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+        }
+    }
+
+    /// The answer to one request.
+    pub fn answer(
+        &self,
+        peer: SocketAddr,
+        local: Option<SocketAddr>,
+        parts: &http::request::Parts,
+    ) -> Response<Full<Bytes>> {
+        if parts.uri.path() == STATS_PATH {
+            return self.stats();
+        }
+        let n = self.requests.fetch_add(1, Ordering::Relaxed);
+        if let Some(every) = self.fail_every
+            && n % u64::from(every.get()) == 0
+        {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(%peer, path = %parts.uri.path(), request = n + 1, "failing this request on purpose (--fail-every)");
+            let body = serde_json::json!({
+                "pod": self.name,
+                "path": parts.uri.path(),
+                "status": 503,
+                "flaky": true,
+                "request": n + 1,
+            });
+            return json_response(&self.name, StatusCode::SERVICE_UNAVAILABLE, &body);
+        }
+        describe(&self.name, peer, local, parts)
+    }
+
+    fn stats(&self) -> Response<Full<Bytes>> {
+        let body = serde_json::json!({
+            "pod": self.name,
+            "requests": self.requests.load(Ordering::Relaxed),
+            "failed": self.failed.load(Ordering::Relaxed),
+            "fail_every": self.fail_every.map(NonZeroU32::get),
+        });
+        json_response(&self.name, StatusCode::OK, &body)
+    }
+}
+
+/// The server's counters, as `GET /_echo/stats` reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+pub struct EchoStats {
+    /// Requests answered (stats requests excluded).
+    pub requests: u64,
+    /// Of those, answered 503 on purpose.
+    pub failed: u64,
 }
 
 /// Binds every listener, then serves until SIGTERM or SIGINT (a pod deletion, Ctrl-C), which
@@ -51,7 +130,7 @@ async fn serve(cfg: ServerConfig) -> Result<(), EchoError> {
     if cfg.tcp_ports.is_empty() && cfg.http_ports.is_empty() {
         return Err(EchoError::NoListeners);
     }
-    let name: Arc<str> = Arc::from(cfg.name.as_str());
+    let behaviour = Arc::new(HttpBehaviour::new(&cfg.name, cfg.fail_every));
     let mut tasks = tokio::task::JoinSet::new();
     for port in cfg.tcp_ports {
         let listener = bind(port).await?;
@@ -60,8 +139,8 @@ async fn serve(cfg: ServerConfig) -> Result<(), EchoError> {
     }
     for port in cfg.http_ports {
         let listener = bind(port).await?;
-        tracing::info!(port, "http listening");
-        tasks.spawn(http_accept_loop(listener, name.clone()));
+        tracing::info!(port, fail_every = ?cfg.fail_every, "http listening");
+        tasks.spawn(serve_http(listener, behaviour.clone()));
     }
     while tasks.join_next().await.is_some() {}
     Ok(())
@@ -100,7 +179,13 @@ async fn echo_connection(mut stream: TcpStream, peer: SocketAddr) {
     }
 }
 
+/// HTTP listener of a server named `name`, never failing on purpose.
+#[cfg(test)]
 async fn http_accept_loop(listener: TcpListener, name: Arc<str>) {
+    serve_http(listener, Arc::new(HttpBehaviour::new(&name, None))).await
+}
+
+async fn serve_http(listener: TcpListener, behaviour: Arc<HttpBehaviour>) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(v) => v,
@@ -109,12 +194,13 @@ async fn http_accept_loop(listener: TcpListener, name: Arc<str>) {
                 continue;
             }
         };
-        let name = name.clone();
+        let behaviour = behaviour.clone();
         let local = stream.local_addr().ok();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| {
-                let name = name.clone();
-                async move { Ok::<_, Infallible>(respond(&name, peer, local, req)) }
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let (parts, _body) = req.into_parts();
+                let resp = behaviour.answer(peer, local, &parts);
+                async move { Ok::<_, Infallible>(resp) }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
@@ -172,7 +258,12 @@ pub fn describe(
         "status": status.as_u16(),
     });
     tracing::info!(%peer, method = %parts.method, %path, status = status.as_u16(), "http request");
-    let mut text = serde_json::to_string_pretty(&body).unwrap_or_default();
+    json_response(name, status, &body)
+}
+
+/// A pretty JSON body with `content-type` and the `x-echo-pod` header naming the pod.
+fn json_response(name: &str, status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut text = serde_json::to_string_pretty(body).unwrap_or_default();
     text.push('\n');
     let mut resp = Response::new(Full::new(Bytes::from(text)));
     *resp.status_mut() = status;
@@ -181,10 +272,13 @@ pub fn describe(
         http::HeaderValue::from_static("application/json"),
     );
     if let Ok(v) = http::HeaderValue::from_str(name) {
-        resp.headers_mut().insert("x-echo-pod", v);
+        resp.headers_mut().insert(POD_HEADER, v);
     }
     resp
 }
+
+/// Response header naming the pod that answered.
+pub const POD_HEADER: &str = "x-echo-pod";
 
 #[cfg(test)]
 mod tests {
@@ -241,6 +335,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn fail_every_fails_one_request_in_n_and_counts_it() {
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let b = HttpBehaviour::new("flaky", NonZeroU32::new(2));
+        let codes: Vec<u16> = (0..6)
+            .map(|_| b.answer(peer, None, &parts("/x")).status().as_u16())
+            .collect();
+        assert_eq!(codes, vec![503, 200, 503, 200, 503, 200]);
+        let stats = b.answer(peer, None, &parts(STATS_PATH));
+        assert_eq!(stats.status(), 200);
+        let v = body_json(stats).await;
+        let got: EchoStats = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(got, EchoStats { requests: 6, failed: 3 }, "{v}");
+        // Stats requests are not counted: the 7th request fails again.
+        assert_eq!(b.answer(peer, None, &parts("/x")).status(), 503);
+        let steady = HttpBehaviour::new("steady", None);
+        assert!((0..4).all(|_| steady.answer(peer, None, &parts("/")).status() == 200));
+    }
+
+    #[tokio::test]
     async fn serves_tcp_echo_and_http_on_loopback() {
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -270,6 +383,39 @@ mod tests {
             resp.text().contains("\"pod\": \"loop-pod\""),
             "{}",
             resp.text()
+        );
+    }
+
+    #[tokio::test]
+    async fn repeated_gets_count_statuses_pods_and_failures() {
+        let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http_addr = http.local_addr().unwrap();
+        tokio::spawn(http_accept_loop(http, Arc::from("pod-r")));
+        let refused = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let (ok, teapot, failed) = tokio::task::spawn_blocking(move || {
+            let t = std::time::Duration::from_secs(5);
+            let repeat = |url: String| crate::echo::client::http_repeat(&url, &[], 4, t);
+            (
+                repeat(format!("http://{http_addr}/")),
+                repeat(format!("http://{http_addr}/status/418")),
+                repeat(format!("http://{refused}/")),
+            )
+        })
+        .await
+        .unwrap();
+        assert_eq!(ok.requests, 4);
+        assert_eq!(ok.statuses.get(&200), Some(&4), "{ok:?}");
+        assert_eq!(ok.pods.get("pod-r"), Some(&4), "{ok:?}");
+        assert!(ok.errors.is_empty(), "{ok:?}");
+        assert_eq!(teapot.statuses.get(&418), Some(&4), "{teapot:?}");
+        assert!(failed.statuses.is_empty() && failed.pods.is_empty(), "{failed:?}");
+        assert_eq!(failed.errors.values().sum::<u32>(), 4, "{failed:?}");
+        assert!(
+            failed.errors.keys().all(|e| e.contains("refused")),
+            "{failed:?}"
         );
     }
 }

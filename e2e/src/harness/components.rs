@@ -20,6 +20,14 @@
 //!   https://<underlay>:15012`, `--ca-root-file`, `--token-file`, `--trust-domain`,
 //!   `--zds-socket`, `--admin-address 127.0.0.1:15000`, `--metrics-address 0.0.0.0:15020`,
 //!   `--readiness-address 0.0.0.0:15021`; readiness `GET http://<node>:15021/healthz/ready`.
+//! - waypoint, in its own pod netns (a pod labelled `gateway.networking.k8s.io/gateway-name`,
+//!   never captured), as Kubernetes' waypoint controller would deploy it: `--name`,
+//!   `--namespace`, `--service-account` (the Gateway's name), `--trust-domain`,
+//!   `--istiod-identity`, `--xds-address https://<underlay>:15012`, `--ca-root-file`,
+//!   `--token-file` (its node's token: in local mode the CA gives a node token the identities of
+//!   the pods on that node), `--metrics-address 0.0.0.0:15020`, `--readiness-address
+//!   0.0.0.0:15021`, `--admin-address 127.0.0.1:15000`; readiness `GET
+//!   http://127.0.0.1:15021/healthz/ready` inside the pod netns.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -38,6 +46,14 @@ pub const ZTUNNEL_METRICS_PORT: u16 = 15020;
 pub const ZTUNNEL_READINESS_PORT: u16 = 15021;
 /// Ports ztunnel binds inside an enrolled pod's netns.
 pub const ZTUNNEL_POD_PORTS: &[u16] = &[15001, 15006, 15008];
+/// The waypoint's ports (inside its pod netns).
+pub const WAYPOINT_HBONE_PORT: u16 = 15008;
+pub const WAYPOINT_ADMIN_PORT: u16 = 15000;
+pub const WAYPOINT_METRICS_PORT: u16 = 15020;
+pub const WAYPOINT_READINESS_PORT: u16 = 15021;
+/// istiod's own service account and namespace: its serving certificate's identity.
+pub const ISTIOD_NAMESPACE: &str = "istio-system";
+pub const ISTIOD_SERVICE_ACCOUNT: &str = "istiod";
 
 /// istiod's files.
 #[derive(Debug, Clone)]
@@ -179,6 +195,71 @@ pub fn ztunnel_config_dump_url() -> String {
     format!("http://127.0.0.1:{ZTUNNEL_ADMIN_PORT}/config_dump")
 }
 
+/// What one waypoint is started with.
+#[derive(Debug, Clone)]
+pub struct WaypointLaunch {
+    pub name: String,
+    pub namespace: String,
+    pub service_account: String,
+    pub trust_domain: String,
+    pub istiod_ip: Ipv4Addr,
+    pub root_cert: PathBuf,
+    pub token_file: PathBuf,
+    pub log_level: String,
+}
+
+pub fn waypoint_args(w: &WaypointLaunch) -> Vec<String> {
+    vec![
+        "--name".into(),
+        w.name.clone(),
+        "--namespace".into(),
+        w.namespace.clone(),
+        "--service-account".into(),
+        w.service_account.clone(),
+        "--trust-domain".into(),
+        w.trust_domain.clone(),
+        "--istiod-identity".into(),
+        format!(
+            "spiffe://{}/ns/{ISTIOD_NAMESPACE}/sa/{ISTIOD_SERVICE_ACCOUNT}",
+            w.trust_domain
+        ),
+        "--xds-address".into(),
+        format!("https://{}:{ISTIOD_XDS_TLS_PORT}", w.istiod_ip),
+        "--ca-root-file".into(),
+        w.root_cert.display().to_string(),
+        "--token-file".into(),
+        w.token_file.display().to_string(),
+        "--admin-address".into(),
+        format!("127.0.0.1:{WAYPOINT_ADMIN_PORT}"),
+        "--metrics-address".into(),
+        format!("0.0.0.0:{WAYPOINT_METRICS_PORT}"),
+        "--readiness-address".into(),
+        format!("0.0.0.0:{WAYPOINT_READINESS_PORT}"),
+        "--log-format".into(),
+        "plain".into(),
+        "--log-level".into(),
+        w.log_level.clone(),
+    ]
+}
+
+/// Readiness, metrics and admin URLs of a waypoint, from inside its pod netns.
+pub fn waypoint_ready_url() -> String {
+    format!("http://127.0.0.1:{WAYPOINT_READINESS_PORT}/healthz/ready")
+}
+
+pub fn waypoint_metrics_url() -> String {
+    format!("http://127.0.0.1:{WAYPOINT_METRICS_PORT}/metrics")
+}
+
+pub fn waypoint_config_dump_url() -> String {
+    format!("http://127.0.0.1:{WAYPOINT_ADMIN_PORT}/config_dump")
+}
+
+/// istiod's waypoint status (`/debug/waypoints`), from the underlay.
+pub fn istiod_waypoints_url(ip: Ipv4Addr) -> String {
+    format!("http://{ip}:{ISTIOD_MONITORING_PORT}/debug/waypoints")
+}
+
 /// Long flags (`--name`) mentioned in a `--help` text.
 pub fn flags_in_help(help: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
@@ -265,5 +346,31 @@ mod tests {
             "# bearer token, node name\nab node1\n"
         );
         assert_eq!(random_token().len(), 64);
+    }
+
+    #[test]
+    fn waypoint_gets_its_identity_istiod_and_node_token() {
+        let args = waypoint_args(&WaypointLaunch {
+            name: "waypoint".into(),
+            namespace: "demo".into(),
+            service_account: "waypoint".into(),
+            trust_domain: "example.org".into(),
+            istiod_ip: Ipv4Addr::new(172, 18, 3, 1),
+            root_cert: "/ca/root-cert.pem".into(),
+            token_file: "/n1/token".into(),
+            log_level: "info".into(),
+        });
+        let joined = args.join(" ");
+        for expect in [
+            "--name waypoint --namespace demo --service-account waypoint",
+            "--trust-domain example.org",
+            "--istiod-identity spiffe://example.org/ns/istio-system/sa/istiod",
+            "--xds-address https://172.18.3.1:15012",
+            "--ca-root-file /ca/root-cert.pem",
+            "--token-file /n1/token",
+            "--readiness-address 0.0.0.0:15021",
+        ] {
+            assert!(joined.contains(expect), "{joined} lacks {expect}");
+        }
     }
 }

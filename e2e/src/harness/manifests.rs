@@ -172,7 +172,7 @@ pub fn pod(p: &PodManifest) -> Value {
     })
 }
 
-/// A ClusterIP Service: `ports` are (port, targetPort) pairs.
+/// A ClusterIP Service: `ports` are (port, targetPort) pairs, named `tcp-<port>`.
 pub fn service(
     name: &str,
     namespace: &str,
@@ -180,22 +180,78 @@ pub fn service(
     cluster_ip: Ipv4Addr,
     ports: &[(u16, u16)],
 ) -> Value {
-    let ports: Vec<Value> = ports
+    service_manifest(&ServiceManifest {
+        name,
+        namespace,
+        labels: &BTreeMap::new(),
+        selector,
+        cluster_ip,
+        ports,
+        port_names: &BTreeMap::new(),
+    })
+}
+
+/// What a Service manifest says.
+#[derive(Debug, Clone, Copy)]
+pub struct ServiceManifest<'a> {
+    pub name: &'a str,
+    pub namespace: &'a str,
+    pub labels: &'a BTreeMap<String, String>,
+    pub selector: &'a BTreeMap<String, String>,
+    pub cluster_ip: Ipv4Addr,
+    /// (port, targetPort) pairs.
+    pub ports: &'a [(u16, u16)],
+    /// Port names by port; unnamed ports are `tcp-<port>` (the name tells Istio the protocol:
+    /// `http`, `http-*`, `grpc-*`, `tcp-*`, ...).
+    pub port_names: &'a BTreeMap<u16, String>,
+}
+
+pub fn service_manifest(s: &ServiceManifest<'_>) -> Value {
+    let ports: Vec<Value> = s
+        .ports
         .iter()
         .map(|(port, target)| {
-            json!({ "name": format!("tcp-{port}"), "port": port, "targetPort": target, "protocol": "TCP" })
+            let name = s
+                .port_names
+                .get(port)
+                .cloned()
+                .unwrap_or_else(|| format!("tcp-{port}"));
+            json!({ "name": name, "port": port, "targetPort": target, "protocol": "TCP" })
         })
         .collect();
     json!({
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": { "name": name, "namespace": namespace },
+        "metadata": { "name": s.name, "namespace": s.namespace, "labels": s.labels },
         "spec": {
             "type": "ClusterIP",
-            "clusterIP": cluster_ip.to_string(),
-            "clusterIPs": [cluster_ip.to_string()],
-            "selector": selector,
+            "clusterIP": s.cluster_ip.to_string(),
+            "clusterIPs": [s.cluster_ip.to_string()],
+            "selector": s.selector,
             "ports": ports,
+        },
+    })
+}
+
+/// Class, listener and label of a waypoint Gateway.
+pub const WAYPOINT_GATEWAY_CLASS: &str = "istio-waypoint";
+pub const WAYPOINT_LISTENER: &str = "mesh";
+pub const WAYPOINT_FOR: &str = "istio.io/waypoint-for";
+
+/// A waypoint: a Gateway of class `istio-waypoint` with the listener `mesh`/15008/`HBONE`,
+/// labelled `istio.io/waypoint-for: <waypoint_for>` (`service`, `workload`, `all`, `none`).
+pub fn waypoint_gateway(name: &str, namespace: &str, waypoint_for: &str) -> Value {
+    json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "Gateway",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": { WAYPOINT_FOR: waypoint_for },
+        },
+        "spec": {
+            "gatewayClassName": WAYPOINT_GATEWAY_CLASS,
+            "listeners": [{ "name": WAYPOINT_LISTENER, "port": 15008, "protocol": "HBONE" }],
         },
     })
 }
@@ -273,5 +329,35 @@ mod tests {
         assert_eq!(s["spec"]["clusterIP"], "10.3.200.1");
         assert_eq!(s["spec"]["ports"][0]["targetPort"], 8080);
         assert_eq!(s["spec"]["selector"]["app"], "echo");
+        assert_eq!(s["spec"]["ports"][0]["name"], "tcp-80");
+    }
+
+    #[test]
+    fn named_ports_and_labels_reach_the_service() {
+        let labels = [("istio.io/use-waypoint".to_string(), "wp".to_string())].into();
+        let names = [(80, "http".to_string())].into();
+        let s = service_manifest(&ServiceManifest {
+            name: "echo",
+            namespace: "demo",
+            labels: &labels,
+            selector: &BTreeMap::new(),
+            cluster_ip: Ipv4Addr::new(10, 3, 200, 2),
+            ports: &[(80, 8080), (9000, 9000)],
+            port_names: &names,
+        });
+        assert_eq!(s["metadata"]["labels"]["istio.io/use-waypoint"], "wp");
+        assert_eq!(s["spec"]["ports"][0]["name"], "http");
+        assert_eq!(s["spec"]["ports"][1]["name"], "tcp-9000");
+    }
+
+    #[test]
+    fn waypoint_gateway_has_the_mesh_listener() {
+        let g = waypoint_gateway("waypoint", "demo", "service");
+        let back: Value = serde_saphyr::from_str(&to_yaml(&g).unwrap()).unwrap();
+        assert_eq!(back["kind"], "Gateway");
+        assert_eq!(back["spec"]["gatewayClassName"], "istio-waypoint");
+        assert_eq!(back["metadata"]["labels"]["istio.io/waypoint-for"], "service");
+        let l = &back["spec"]["listeners"][0];
+        assert_eq!((&l["name"], &l["port"], &l["protocol"]), (&json!("mesh"), &json!(15008), &json!("HBONE")));
     }
 }

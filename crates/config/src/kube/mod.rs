@@ -87,7 +87,10 @@ pub struct KubeSource {
 impl KubeSource {
     /// Starts one watch per kind and waits until each kind has been listed or found
     /// unavailable, then returns with the first snapshot published.
-    pub async fn start(client: Client, options: KubeSourceOptions) -> Result<Self, KubeSourceError> {
+    pub async fn start(
+        client: Client,
+        options: KubeSourceOptions,
+    ) -> Result<Self, KubeSourceError> {
         let (updates_tx, updates_rx) = mpsc::channel::<Update>(1024);
         let (tx, mut rx) = watch::channel(Arc::new(Snapshot::default()));
         let mut tasks = Vec::new();
@@ -122,7 +125,10 @@ impl KubeSource {
             pending_tx,
             options.coalesce,
         )));
-        let source = KubeSource { rx: rx.clone(), tasks };
+        let source = KubeSource {
+            rx: rx.clone(),
+            tasks,
+        };
         match tokio::time::timeout(options.sync_timeout, rx.wait_for(|s| s.generation > 0)).await {
             Ok(Ok(_)) => Ok(source),
             Ok(Err(_)) => Err(KubeSourceError::Stopped),

@@ -62,11 +62,7 @@ impl Objects {
                 self.objects.insert(key, obj);
             }
             Err(Invalid { key, reason }) => {
-                let kept = last_good
-                    .unwrap_or(self)
-                    .objects
-                    .get(&key)
-                    .cloned();
+                let kept = last_good.unwrap_or(self).objects.get(&key).cloned();
                 match kept {
                     Some(obj) => {
                         self.objects.insert(key.clone(), obj);

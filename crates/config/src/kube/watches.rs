@@ -40,7 +40,10 @@ pub(crate) async fn watch_kind(client: Client, spec: WatchSpec, tx: mpsc::Sender
         }
         WatchedKind::Pod => run(Api::<Pod>::all(client), spec, tx, |o| Ok(Object::Pod(o))).await,
         WatchedKind::Service => {
-            run(Api::<Service>::all(client), spec, tx, |o| Ok(Object::Service(o))).await
+            run(Api::<Service>::all(client), spec, tx, |o| {
+                Ok(Object::Service(o))
+            })
+            .await
         }
         WatchedKind::Node => run(Api::<Node>::all(client), spec, tx, |o| Ok(Object::Node(o))).await,
         _ => {
@@ -57,7 +60,11 @@ fn key_of(kind: WatchedKind, meta: &ObjectMeta) -> ObjectKey {
     } else {
         meta.namespace.clone().unwrap_or_default()
     };
-    ObjectKey::new(kind.kind(), namespace, meta.name.clone().unwrap_or_default())
+    ObjectKey::new(
+        kind.kind(),
+        namespace,
+        meta.name.clone().unwrap_or_default(),
+    )
 }
 
 /// Converts a custom object exactly as a manifest document is converted.
@@ -77,7 +84,10 @@ pub(crate) fn convert_dynamic(kind: WatchedKind, obj: DynamicObject) -> Result<O
     }
     match parse_object(value) {
         Ok(Some(obj)) => Ok(obj),
-        Ok(None) => Err(invalid(format!("unexpected kind for {}", kind.resource_label()))),
+        Ok(None) => Err(invalid(format!(
+            "unexpected kind for {}",
+            kind.resource_label()
+        ))),
         Err(reason) => Err(invalid(reason)),
     }
 }
@@ -226,10 +236,7 @@ mod tests {
             panic!("not a policy: {obj:?}");
         };
         assert_eq!(ap.spec.rules.len(), 1);
-        assert_eq!(
-            obj.key().to_string(),
-            "AuthorizationPolicy demo/deny-all"
-        );
+        assert_eq!(obj.key().to_string(), "AuthorizationPolicy demo/deny-all");
 
         let bad: DynamicObject = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "bad", "namespace": "demo"},

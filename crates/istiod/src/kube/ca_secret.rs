@@ -19,8 +19,8 @@ use identity::ca::{ROOT_CERT_FILE, ROOT_KEY_FILE};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, PostParams};
 use kube::Client;
+use kube::api::{Api, PostParams};
 
 /// Keys of the Secret.
 pub const CERT_KEY: &str = "ca-cert.pem";
@@ -124,7 +124,10 @@ fn read_root(dir: &Path) -> Result<RootFiles, CaSecretError> {
 /// Writes `root` into `dir` (the key readable by its owner only), each file replaced whole.
 pub fn write_root(dir: &Path, root: &RootFiles) -> Result<(), CaSecretError> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
-    for (file, content) in [(ROOT_KEY_FILE, &root.key_pem), (ROOT_CERT_FILE, &root.cert_pem)] {
+    for (file, content) in [
+        (ROOT_KEY_FILE, &root.key_pem),
+        (ROOT_CERT_FILE, &root.cert_pem),
+    ] {
         let path = dir.join(file);
         let tmp = dir.join(format!(".{file}.tmp"));
         let mut f = std::fs::OpenOptions::new()
@@ -208,8 +211,9 @@ mod tests {
 
         let other = tempfile::tempdir().expect("tempdir");
         write_root(&other.path().join("ca"), &back).expect("written");
-        let loaded = CertificateAuthority::load_or_create(&other.path().join("ca"), "cluster.local")
-            .expect("loads the same root");
+        let loaded =
+            CertificateAuthority::load_or_create(&other.path().join("ca"), "cluster.local")
+                .expect("loads the same root");
         assert_eq!(loaded.root_pem(), ca.root_pem());
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(other.path().join("ca").join(ROOT_KEY_FILE))
@@ -230,7 +234,10 @@ mod tests {
             },
         );
         let err = root_of(&secret, "istio-system", "istio-ca-secret").expect_err("no key");
-        assert_eq!(err.to_string(), "CA Secret istio-system/istio-ca-secret lacks ca-key.pem");
+        assert_eq!(
+            err.to_string(),
+            "CA Secret istio-system/istio-ca-secret lacks ca-key.pem"
+        );
         secret.data = None;
         assert!(root_of(&secret, "istio-system", "istio-ca-secret").is_err());
     }

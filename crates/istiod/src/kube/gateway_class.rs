@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::Client;
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use mesh_config::WatchedKind;
 use mesh_config::objects::{MESH_CONTROLLER_NAME, WAYPOINT_GATEWAY_CLASS};
 use serde_json::{Value, json};
@@ -55,14 +55,16 @@ async fn ensure(api: &Api<DynamicObject>) -> Result<(), kube::Error> {
     let class = match api.get_opt(WAYPOINT_GATEWAY_CLASS).await? {
         Some(c) => c,
         None => {
-            let obj: DynamicObject = serde_json::from_value(desired_class())
-                .map_err(kube::Error::SerdeError)?;
+            let obj: DynamicObject =
+                serde_json::from_value(desired_class()).map_err(kube::Error::SerdeError)?;
             match api.create(&PostParams::default(), &obj).await {
                 Ok(created) => {
                     tracing::info!(class = WAYPOINT_GATEWAY_CLASS, "GatewayClass installed");
                     created
                 }
-                Err(kube::Error::Api(s)) if s.code == 409 => api.get(WAYPOINT_GATEWAY_CLASS).await?,
+                Err(kube::Error::Api(s)) if s.code == 409 => {
+                    api.get(WAYPOINT_GATEWAY_CLASS).await?
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -96,8 +98,11 @@ async fn ensure(api: &Api<DynamicObject>) -> Result<(), kube::Error> {
 /// Keeps the class installed and accepted until the task is aborted.
 pub async fn run(client: Client) {
     let api = Api::<DynamicObject>::all_with(client, &WatchedKind::GatewayClass.api_resource());
-    crate::kube::wait_until_served(&api, "Gateway API (gatewayclasses.gateway.networking.k8s.io/v1)")
-        .await;
+    crate::kube::wait_until_served(
+        &api,
+        "Gateway API (gatewayclasses.gateway.networking.k8s.io/v1)",
+    )
+    .await;
     loop {
         if let Err(e) = ensure(&api).await {
             tracing::warn!(class = WAYPOINT_GATEWAY_CLASS, error = %e, "cannot install the GatewayClass");
@@ -119,7 +124,10 @@ mod tests {
         assert_eq!(status["conditions"][0]["type"], "Accepted");
         assert_eq!(status["conditions"][0]["status"], "True");
         assert_eq!(status["conditions"][0]["observedGeneration"], 1);
-        assert_eq!(class.data["spec"]["controllerName"], "istio.io/mesh-controller");
+        assert_eq!(
+            class.data["spec"]["controllerName"],
+            "istio.io/mesh-controller"
+        );
 
         class.data["spec"]["controllerName"] = "example.com/other".into();
         assert_eq!(class_status(&class, now), None);

@@ -19,8 +19,8 @@ use std::time::Duration;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, PostParams};
 use kube::Client;
+use kube::api::{Api, PostParams};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -94,7 +94,13 @@ pub fn next_step(
 }
 
 /// The lease spec this replica writes for `step` (`Create`, `Renew` or `TakeOver`).
-pub fn claim(prev: Option<&LeaseSpec>, step: &Step, me: &str, duration: Duration, now: Timestamp) -> LeaseSpec {
+pub fn claim(
+    prev: Option<&LeaseSpec>,
+    step: &Step,
+    me: &str,
+    duration: Duration,
+    now: Timestamp,
+) -> LeaseSpec {
     let transitions = prev.and_then(|p| p.lease_transitions).unwrap_or(0);
     let (acquire_time, transitions) = match step {
         Step::Renew => (
@@ -155,7 +161,11 @@ impl LeaderElector {
 
     /// One attempt: returns whether this replica holds the lease afterwards.
     async fn attempt(&self, observed: &mut Option<Observed>) -> Result<bool, LeaderError> {
-        let current = self.api.get_opt(&self.name).await.map_err(|e| self.err(e))?;
+        let current = self
+            .api
+            .get_opt(&self.name)
+            .await
+            .map_err(|e| self.err(e))?;
         let step = next_step(
             current.as_ref().and_then(|l| l.spec.as_ref()),
             &self.me,
@@ -188,7 +198,9 @@ impl LeaderElector {
             Some(mut lease) => {
                 lease.spec = Some(spec);
                 // `resourceVersion` (kept from the read) makes a concurrent write fail.
-                self.api.replace(&self.name, &PostParams::default(), &lease).await
+                self.api
+                    .replace(&self.name, &PostParams::default(), &lease)
+                    .await
             }
         };
         match result {
@@ -200,7 +212,12 @@ impl LeaderElector {
 
     /// Releases the lease if this replica holds it.
     async fn release(&self) -> Result<(), LeaderError> {
-        let Some(mut lease) = self.api.get_opt(&self.name).await.map_err(|e| self.err(e))? else {
+        let Some(mut lease) = self
+            .api
+            .get_opt(&self.name)
+            .await
+            .map_err(|e| self.err(e))?
+        else {
             return Ok(());
         };
         let Some(spec) = lease.spec.as_mut() else {
@@ -212,7 +229,11 @@ impl LeaderElector {
         spec.holder_identity = None;
         spec.lease_duration_seconds = Some(1);
         spec.renew_time = Some(MicroTime(Timestamp::now()));
-        match self.api.replace(&self.name, &PostParams::default(), &lease).await {
+        match self
+            .api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+        {
             Ok(_) | Err(kube::Error::Api(_)) => Ok(()),
             Err(e) => Err(self.err(e)),
         }

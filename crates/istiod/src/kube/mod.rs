@@ -11,6 +11,24 @@
 //! the status of AuthorizationPolicies and PeerAuthentications ([`policy_status`]), the root
 //! certificate ConfigMap in every namespace ([`root_cert`]) and the webhook's CA bundle
 //! ([`webhook_config`]). They stop when leadership is lost.
+//!
+//! What a deployment must give istiod (the chart's side of the contract):
+//! - environment `POD_NAME` and `POD_NAMESPACE` (downward API); a writable `--ca-dir`
+//!   (emptyDir) unless a CA is mounted there with `--ca-secret=""`;
+//! - a Service named `--istiod-service` (`istiod`) exposing 15010, 15012, 15014 and 15017;
+//! - a ValidatingWebhookConfiguration named `--webhook-config-name`
+//!   (`istio-validator-<namespace>`) calling `/validate` on that Service for
+//!   `security.istio.io` CREATE/UPDATE, `admissionReviewVersions: [v1]`, without `caBundle`
+//!   (istiod writes it);
+//! - RBAC, cluster-wide: get/list/watch namespaces, pods, services, nodes, gatewayclasses,
+//!   gateways, httproutes, grpcroutes, authorizationpolicies, peerauthentications,
+//!   deployments and configmaps; create tokenreviews; patch/create configmaps,
+//!   serviceaccounts, services and deployments (waypoints, root certificate); create and
+//!   update gatewayclasses; update/patch `gateways/status`, `gatewayclasses/status`,
+//!   `authorizationpolicies/status`, `peerauthentications/status`; update `gateways/finalizers`
+//!   (owner references that block deletion); get/patch validatingwebhookconfigurations;
+//! - RBAC in istiod's namespace: get/create/update leases (coordination.k8s.io) and get/create
+//!   secrets (the CA Secret).
 
 pub mod ca_secret;
 pub mod conditions;
@@ -116,8 +134,14 @@ impl KubeRuntime {
     /// Makes `ca_dir` hold the root shared through the CA Secret (when one is configured).
     pub async fn prepare_ca(&self, ca_dir: &Path, trust_domain: &str) -> Result<(), KubeError> {
         if let Some(name) = &self.settings.ca_secret {
-            ca_secret::sync_root(&self.client, &self.settings.namespace, name, ca_dir, trust_domain)
-                .await?;
+            ca_secret::sync_root(
+                &self.client,
+                &self.settings.namespace,
+                name,
+                ca_dir,
+                trust_domain,
+            )
+            .await?;
         }
         Ok(())
     }
@@ -153,7 +177,11 @@ impl KubeRuntime {
 
     /// Campaigns for leadership and runs the controllers while leading, until `stop` turns
     /// true. Returns the task; it releases the lease before it ends.
-    pub fn spawn_controllers(&self, ctx: ControllerContext, stop: watch::Receiver<bool>) -> JoinHandle<()> {
+    pub fn spawn_controllers(
+        &self,
+        ctx: ControllerContext,
+        stop: watch::Receiver<bool>,
+    ) -> JoinHandle<()> {
         let (leader_tx, leader_rx) = watch::channel(false);
         let elector = leader::LeaderElector::new(
             self.client.clone(),
@@ -204,7 +232,11 @@ impl KubeRuntime {
 }
 
 /// Starts the controllers on each gain of leadership and stops them on each loss.
-async fn lead(runtime: KubeRuntime, ctx: Arc<ControllerContext>, mut leader: watch::Receiver<bool>) {
+async fn lead(
+    runtime: KubeRuntime,
+    ctx: Arc<ControllerContext>,
+    mut leader: watch::Receiver<bool>,
+) {
     loop {
         if leader.wait_for(|l| *l).await.is_err() {
             return;
@@ -235,7 +267,10 @@ pub(crate) async fn wait_until_served(api: &Api<DynamicObject>, what: &str) {
             }
             Err(kube::Error::Api(s)) if s.code == 404 => {
                 if !logged {
-                    tracing::warn!(api = what, "not served (CRDs not installed?); waiting for it");
+                    tracing::warn!(
+                        api = what,
+                        "not served (CRDs not installed?); waiting for it"
+                    );
                     logged = true;
                 }
             }

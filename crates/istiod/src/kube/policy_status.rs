@@ -82,7 +82,10 @@ pub fn status_of(
 }
 
 /// The facts of every policy of `snapshot`, from the model's issues and waypoints.
-pub fn facts(snapshot: &Snapshot, status: &ControlPlaneStatus) -> BTreeMap<ObjectKey, (Option<i64>, PolicyFacts)> {
+pub fn facts(
+    snapshot: &Snapshot,
+    status: &ControlPlaneStatus,
+) -> BTreeMap<ObjectKey, (Option<i64>, PolicyFacts)> {
     let mut issues: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for issue in status.issues() {
         if let Some(object) = issue.object {
@@ -131,7 +134,10 @@ fn kind_of(key: &ObjectKey) -> WatchedKind {
 /// The conditions already written, so that transition times survive leader changes.
 async fn written_conditions(client: &Client) -> BTreeMap<ObjectKey, Vec<Condition>> {
     let mut out = BTreeMap::new();
-    for kind in [WatchedKind::AuthorizationPolicy, WatchedKind::PeerAuthentication] {
+    for kind in [
+        WatchedKind::AuthorizationPolicy,
+        WatchedKind::PeerAuthentication,
+    ] {
         let api = Api::<DynamicObject>::all_with(client.clone(), &kind.api_resource());
         match api.list(&ListParams::default()).await {
             Ok(list) => {
@@ -150,7 +156,12 @@ async fn written_conditions(client: &Client) -> BTreeMap<ObjectKey, Vec<Conditio
     out
 }
 
-async fn write(client: &Client, key: &ObjectKey, conditions: &[Condition], generation: Option<i64>) -> Result<(), kube::Error> {
+async fn write(
+    client: &Client,
+    key: &ObjectKey,
+    conditions: &[Condition],
+    generation: Option<i64>,
+) -> Result<(), kube::Error> {
     let ar = kind_of(key).api_resource();
     let mut status = json!({ "conditions": conditions });
     if let Some(g) = generation {
@@ -181,7 +192,11 @@ async fn projected(status: &ControlPlaneStatus, generation: u64) {
 }
 
 /// Writes statuses after every projection until the task is aborted or the source stops.
-pub async fn run(client: Client, mut snapshot: watch::Receiver<Arc<Snapshot>>, status: Arc<ControlPlaneStatus>) {
+pub async fn run(
+    client: Client,
+    mut snapshot: watch::Receiver<Arc<Snapshot>>,
+    status: Arc<ControlPlaneStatus>,
+) {
     let mut written = written_conditions(&client).await;
     loop {
         let snap = snapshot.borrow_and_update().clone();
@@ -232,13 +247,17 @@ mod tests {
 
         let l7 = PolicyFacts {
             issues: vec![
-                "rule 1 uses L7 attributes (to.operation.methods): ztunnel cannot enforce it".into(),
+                "rule 1 uses L7 attributes (to.operation.methods): ztunnel cannot enforce it"
+                    .into(),
                 "selector is ignored".into(),
             ],
             ..Default::default()
         };
         let c = &status_of(&l7, Some(5), &[], now())[0];
-        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "UnsupportedValue"));
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "UnsupportedValue")
+        );
         assert_eq!(
             c.message,
             "rule 1 uses L7 attributes (to.operation.methods): ztunnel cannot enforce it; \
@@ -291,8 +310,11 @@ spec: {mtls: {mode: STRICT}}
         );
         let status = ControlPlaneStatus::default();
         let model = crate::model::Model::build(&snap, &crate::model::ModelConfig::default());
-        let issues: Vec<crate::status::IssueView> =
-            model.issues.iter().map(crate::status::IssueView::from).collect();
+        let issues: Vec<crate::status::IssueView> = model
+            .issues
+            .iter()
+            .map(crate::status::IssueView::from)
+            .collect();
         status.record(Default::default(), issues, model.waypoint_status.clone());
         let all = facts(&snap, &status);
         assert_eq!(all.len(), 3);

@@ -42,10 +42,16 @@ pub fn root_cert_configmap(namespace: &str, root_pem: &str) -> ConfigMap {
         metadata: ObjectMeta {
             name: Some(ROOT_CERT_CONFIGMAP.into()),
             namespace: Some(namespace.into()),
-            labels: Some(BTreeMap::from([("istio.io/config".to_string(), "true".to_string())])),
+            labels: Some(BTreeMap::from([(
+                "istio.io/config".to_string(),
+                "true".to_string(),
+            )])),
             ..Default::default()
         },
-        data: Some(BTreeMap::from([(ROOT_CERT_KEY.to_string(), root_pem.to_string())])),
+        data: Some(BTreeMap::from([(
+            ROOT_CERT_KEY.to_string(),
+            root_pem.to_string(),
+        )])),
         ..Default::default()
     }
 }
@@ -85,13 +91,16 @@ pub async fn run(client: Client, root_pem: String) {
     });
     let copies = watcher::Config::default().fields(&format!("metadata.name={ROOT_CERT_CONFIGMAP}"));
     tracing::info!("root certificate publisher started");
-    Controller::new(Api::<Namespace>::all(client.clone()), watcher::Config::default())
-        .watches(Api::<ConfigMap>::all(client), copies, |cm| {
-            cm.namespace().map(|ns| ObjectRef::new(&ns))
-        })
-        .run(reconcile, error_policy, ctx)
-        .for_each(|_| async {})
-        .await;
+    Controller::new(
+        Api::<Namespace>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .watches(Api::<ConfigMap>::all(client), copies, |cm| {
+        cm.namespace().map(|ns| ObjectRef::new(&ns))
+    })
+    .run(reconcile, error_policy, ctx)
+    .for_each(|_| async {})
+    .await;
 }
 
 #[cfg(test)]
@@ -106,6 +115,9 @@ mod tests {
         assert_eq!(json["kind"], "ConfigMap");
         assert_eq!(json["metadata"]["name"], "istio-ca-root-cert");
         assert_eq!(json["metadata"]["namespace"], "demo");
-        assert_eq!(json["data"]["root-cert.pem"], "-----BEGIN CERTIFICATE-----\n");
+        assert_eq!(
+            json["data"]["root-cert.pem"],
+            "-----BEGIN CERTIFICATE-----\n"
+        );
     }
 }

@@ -62,16 +62,28 @@ pub struct KubeArgs {
     #[arg(long, env = "CA_SECRET", default_value = "istio-ca-secret")]
     pub ca_secret: String,
     /// Image of the waypoint proxies the waypoint controller deploys.
-    #[arg(long, env = "WAYPOINT_IMAGE", default_value = "ambient-mesh/waypoint:latest")]
+    #[arg(
+        long,
+        env = "WAYPOINT_IMAGE",
+        default_value = "ambient-mesh/waypoint:latest"
+    )]
     pub waypoint_image: String,
     /// Pull policy of the waypoint image.
-    #[arg(long, env = "WAYPOINT_IMAGE_PULL_POLICY", default_value = "IfNotPresent")]
+    #[arg(
+        long,
+        env = "WAYPOINT_IMAGE_PULL_POLICY",
+        default_value = "IfNotPresent"
+    )]
     pub waypoint_image_pull_policy: String,
     /// Run the waypoint deployment controller (on the leader).
     #[arg(long, env = "WAYPOINT_CONTROLLER", default_value_t = true, action = clap::ArgAction::Set)]
     pub waypoint_controller: bool,
     /// Lease that elects the replica running the controllers and status writers.
-    #[arg(long, env = "LEADER_ELECTION_LEASE", default_value = "istiod-controllers")]
+    #[arg(
+        long,
+        env = "LEADER_ELECTION_LEASE",
+        default_value = "istiod-controllers"
+    )]
     pub leader_lease: String,
     /// How long a leader's lease lasts without renewal; renewed every third of it.
     #[arg(long, env = "LEADER_ELECTION_DURATION", default_value = "15s", value_parser = parse_duration)]
@@ -166,4 +178,94 @@ fn hostname() -> String {
         .ok()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "istiod".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::cli::{Args, Config};
+
+    use super::*;
+
+    fn config(args: &[&str]) -> Config {
+        let mut argv = vec!["istiod"];
+        argv.extend_from_slice(args);
+        Config::from_args(&Args::try_parse_from(argv).expect("valid flags"))
+    }
+
+    #[test]
+    fn the_source_defaults_to_the_directory_when_one_is_given() {
+        let dir = config(&["--config-dir", "/cfg"]);
+        assert_eq!(dir.source, SourceMode::Dir);
+        assert!(dir.kubernetes.is_none());
+        assert!(
+            dir.webhook.is_none(),
+            "no webhook without a cluster unless asked"
+        );
+
+        let with_webhook = config(&["--config-dir", "/cfg", "--webhook-addr", "127.0.0.1:9443"]);
+        assert_eq!(
+            with_webhook.webhook.expect("webhook").addr,
+            "127.0.0.1:9443".parse().expect("addr")
+        );
+    }
+
+    #[test]
+    fn kubernetes_mode_settings() {
+        let cfg = config(&[
+            "--source",
+            "kubernetes",
+            "--pod-name",
+            "istiod-7f9",
+            "--ztunnel-service-account",
+            "istio-system/ztunnel,kube-system/ztunnel",
+            "--waypoint-image",
+            "registry.local/waypoint:1",
+        ]);
+        assert_eq!(cfg.source, SourceMode::Kubernetes);
+        let kube = cfg.kubernetes.expect("kubernetes settings");
+        assert_eq!(kube.pod_name, "istiod-7f9");
+        assert_eq!(kube.istiod_host(), "istiod.istio-system.svc");
+        assert_eq!(
+            kube.token_review
+                .node_proxies
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["istio-system/ztunnel", "kube-system/ztunnel"]
+        );
+        assert_eq!(kube.token_review.audience, "istio-ca");
+        assert_eq!(kube.ca_secret.as_deref(), Some("istio-ca-secret"));
+        assert_eq!(
+            kube.webhook_config_name.as_deref(),
+            Some("istio-validator-istio-system")
+        );
+        let webhook = cfg.webhook.expect("webhook served in a cluster");
+        assert_eq!(webhook.addr.port(), 15017);
+        assert_eq!(webhook.host, "istiod.istio-system.svc");
+        let json = serde_json::to_value(&kube).expect("serializable");
+        assert_eq!(json["leader_lease_duration"], "15s");
+    }
+
+    #[test]
+    fn empty_values_disable_the_ca_secret_and_the_bundle_writer() {
+        let cfg = config(&["--ca-secret=", "--webhook-config-name="]);
+        let kube = cfg
+            .kubernetes
+            .expect("kubernetes is the default without --config-dir");
+        assert_eq!(kube.ca_secret, None);
+        assert_eq!(kube.webhook_config_name, None);
+    }
+
+    #[test]
+    fn bad_service_accounts_are_refused_at_parse_time() {
+        let err = Args::try_parse_from(["istiod", "--ztunnel-service-account", "ztunnel"])
+            .expect_err("no namespace");
+        assert!(
+            err.to_string()
+                .contains("expected <namespace>/<service-account>"),
+            "{err}"
+        );
+    }
 }

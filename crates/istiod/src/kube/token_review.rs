@@ -15,8 +15,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenReviewStatus};
-use kube::api::{Api, PostParams};
 use kube::Client;
+use kube::api::{Api, PostParams};
 use mesh_config::Snapshot;
 use serde::Serialize;
 
@@ -154,15 +154,13 @@ fn bound_pod_node(
              mount a projected ServiceAccount token (audience istio-ca)"
         ))
     })?;
-    let pod = snapshot
-        .pod(&account.namespace, pod_name)
-        .ok_or_else(|| {
-            Refusal::NotAllowed(format!(
-                "the token of node proxy {account} is bound to pod {}/{pod_name}, which istiod \
+    let pod = snapshot.pod(&account.namespace, pod_name).ok_or_else(|| {
+        Refusal::NotAllowed(format!(
+            "the token of node proxy {account} is bound to pod {}/{pod_name}, which istiod \
                  does not know (yet)",
-                account.namespace
-            ))
-        })?;
+            account.namespace
+        ))
+    })?;
     if let Some(uid) = first_extra(status, POD_UID_EXTRA)
         && pod.metadata.uid.as_deref() != Some(uid)
     {

@@ -6,10 +6,10 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::ByteString;
-use kube::api::{Api, Patch, PatchParams};
+use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use kube::Client;
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 
 /// Field manager of the CA bundle (distinct from the chart's and the controllers').
@@ -20,9 +20,9 @@ const RECHECK: Duration = Duration::from_secs(60);
 /// when all carry it already.
 pub fn bundle_patch(config: &ValidatingWebhookConfiguration, ca_bundle: &[u8]) -> Option<Value> {
     let webhooks = config.webhooks.as_deref().unwrap_or_default();
-    let stale = webhooks.iter().any(|w| {
-        w.client_config.ca_bundle.as_ref().map(|b| b.0.as_slice()) != Some(ca_bundle)
-    });
+    let stale = webhooks
+        .iter()
+        .any(|w| w.client_config.ca_bundle.as_ref().map(|b| b.0.as_slice()) != Some(ca_bundle));
     if !stale {
         return None;
     }
@@ -49,11 +49,19 @@ pub async fn run(client: Client, name: String, root_pem: String) {
                 missing_logged = false;
                 if let Some(patch) = bundle_patch(&config, root_pem.as_bytes()) {
                     match api
-                        .patch(&name, &PatchParams::apply(BUNDLE_MANAGER).force(), &Patch::Apply(&patch))
+                        .patch(
+                            &name,
+                            &PatchParams::apply(BUNDLE_MANAGER).force(),
+                            &Patch::Apply(&patch),
+                        )
                         .await
                     {
-                        Ok(_) => tracing::info!(webhook_config = %name, "webhook CA bundle written"),
-                        Err(e) => tracing::warn!(webhook_config = %name, error = %e, "cannot write the webhook CA bundle"),
+                        Ok(_) => {
+                            tracing::info!(webhook_config = %name, "webhook CA bundle written")
+                        }
+                        Err(e) => {
+                            tracing::warn!(webhook_config = %name, error = %e, "cannot write the webhook CA bundle")
+                        }
                     }
                 }
             }
@@ -63,7 +71,9 @@ pub async fn run(client: Client, name: String, root_pem: String) {
                     missing_logged = true;
                 }
             }
-            Err(e) => tracing::warn!(webhook_config = %name, error = %e, "cannot read the ValidatingWebhookConfiguration"),
+            Err(e) => {
+                tracing::warn!(webhook_config = %name, error = %e, "cannot read the ValidatingWebhookConfiguration")
+            }
         }
         tokio::time::sleep(RECHECK).await;
     }
@@ -99,7 +109,12 @@ mod tests {
             .expect("base64 text");
         let decoded: ByteString = serde_json::from_value(json!(encoded)).expect("base64");
         assert_eq!(decoded.0, root);
-        assert!(patch["webhooks"][0]["clientConfig"].get("service").is_none(), "only the bundle");
+        assert!(
+            patch["webhooks"][0]["clientConfig"]
+                .get("service")
+                .is_none(),
+            "only the bundle"
+        );
 
         assert!(bundle_patch(&config(Some(b"old root")), root).is_some());
         assert_eq!(bundle_patch(&config(Some(root)), root), None);

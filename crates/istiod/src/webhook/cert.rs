@@ -65,7 +65,11 @@ impl ResolvesServerCert for WebhookCert {
 
 impl WebhookCert {
     /// Reads the root from `ca_dir` and issues the first certificate for `names`.
-    pub fn load(ca_dir: &Path, names: Vec<String>, ttl: Duration) -> Result<Arc<Self>, WebhookCertError> {
+    pub fn load(
+        ca_dir: &Path,
+        names: Vec<String>,
+        ttl: Duration,
+    ) -> Result<Arc<Self>, WebhookCertError> {
         let read = |file: &str| {
             let path = ca_dir.join(file);
             std::fs::read_to_string(&path).map_err(|source| WebhookCertError::Read { path, source })

@@ -76,12 +76,13 @@ pub async fn start(
     ];
     let cert = WebhookCert::load(ca_dir, names, WEBHOOK_CERT_TTL)?;
     let tls = cert.server_config()?;
-    let listener = TcpListener::bind(settings.addr)
-        .await
-        .map_err(|source| WebhookStartError::Bind {
-            addr: settings.addr,
-            source,
-        })?;
+    let listener =
+        TcpListener::bind(settings.addr)
+            .await
+            .map_err(|source| WebhookStartError::Bind {
+                addr: settings.addr,
+                source,
+            })?;
     let addr = listener.local_addr().unwrap_or(settings.addr);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -131,8 +132,7 @@ pub async fn serve(
         };
         let (acceptor, state) = (acceptor.clone(), state.clone());
         tokio::spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
-            {
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::debug!(%remote, error = %e, "webhook TLS handshake failed");

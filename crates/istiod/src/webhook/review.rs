@@ -58,8 +58,7 @@ pub fn decide(
     if let Some(map) = value.as_object_mut() {
         map.insert("apiVersion".into(), request.kind.api_version().into());
         map.insert("kind".into(), request.kind.kind.clone().into());
-        if let (Some(ns), Some(Value::Object(meta))) =
-            (&request.namespace, map.get_mut("metadata"))
+        if let (Some(ns), Some(Value::Object(meta))) = (&request.namespace, map.get_mut("metadata"))
         {
             meta.entry("namespace").or_insert_with(|| ns.clone().into());
         }
@@ -81,7 +80,10 @@ pub fn decide(
         _ => return response,
     };
     if !errors.is_empty() {
-        return deny(response, format!("{label} is invalid: {}", errors.join("; ")));
+        return deny(
+            response,
+            format!("{label} is invalid: {}", errors.join("; ")),
+        );
     }
     let warnings = model_warnings(obj, model, current);
     let mut response = response;

@@ -34,7 +34,9 @@ pub fn authorization_policy(ap: &AuthorizationPolicy) -> Vec<String> {
             errors.push("provider.name must not be empty".to_string());
         }
         (action, Some(_)) if action != AuthorizationAction::Custom => {
-            errors.push(format!("provider is only valid with action CUSTOM, not {action:?}"));
+            errors.push(format!(
+                "provider is only valid with action CUSTOM, not {action:?}"
+            ));
         }
         _ => {}
     }
@@ -44,7 +46,11 @@ pub fn authorization_policy(ap: &AuthorizationPolicy) -> Vec<String> {
             source(&format!("{at}.from[{j}].source"), &from.source, &mut errors);
         }
         for (j, to) in rule.to.iter().enumerate() {
-            operation(&format!("{at}.to[{j}].operation"), &to.operation, &mut errors);
+            operation(
+                &format!("{at}.to[{j}].operation"),
+                &to.operation,
+                &mut errors,
+            );
         }
         for (j, cond) in rule.when.iter().enumerate() {
             condition(&format!("{at}.when[{j}]"), cond, &mut errors);

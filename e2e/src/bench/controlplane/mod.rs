@@ -242,13 +242,14 @@ async fn changes(o: &CpOptions, cfg: &ConfigDir, subs: &Subscribers, run: usize,
     Ok(out)
 }
 
-/// Whether istiod's only client (the ztunnel) has ACKed at least `want` addresses.
+/// Whether istiod's only client (the ztunnel) has ACKed at least `want` addresses (istiod's
+/// `/debug/xds`: nothing awaiting an ACK, an ACKed store version, the resources it holds).
 fn ztunnel_acked(xds: &Value, want: usize) -> bool {
     xds["clients"].as_array().into_iter().flatten().any(|c| {
         c["types"].as_array().into_iter().flatten().any(|t| {
             t["type_url"] == mesh_proto::proto::type_url::ADDRESS
-                && t["awaiting_ack"] == false
-                && t["last_acked_version"].as_str().is_some_and(|v| !v.is_empty())
+                && t["awaiting_ack"].is_null()
+                && t["last_acked_version"].is_u64()
                 && t["resources_sent"].as_u64().unwrap_or(0) >= want as u64
         })
     })

@@ -22,6 +22,8 @@ use super::waypoint::{self, Waypoint};
 
 pub const PLAIN_NS: &str = "bench-plain";
 pub const MESH_NS: &str = "bench-mesh";
+/// Name and `app` label of the L7 path's server pod.
+pub const L7_SERVER: &str = "server-l7";
 const MESH_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// What to run and with which tools.
@@ -101,26 +103,51 @@ fn pair(c: &Cluster, ns: &str) -> Result<Pair, BenchError> {
     Ok(Pair { client, server })
 }
 
+fn start_server(
+    c: &Cluster,
+    pod: &Pod,
+    name: &str,
+    args: &[String],
+    port: u16,
+) -> Result<(), BenchError> {
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let app = c.spawn(pod, name, &refs)?;
+    c.wait_listening(pod, &app, port)?;
+    Ok(())
+}
+
 /// Starts fortio's server, iperf3's server and the quiet echo server in `pod`.
 fn start_servers(c: &Cluster, o: &DataplaneOptions, pod: &Pod) -> Result<(), BenchError> {
-    let fortio_args = fortio::server_args(&o.fortio);
-    let bench = o.bench_bin.display().to_string();
-    let echo_port = ECHO_PORT.to_string();
-    let servers: [(&str, Vec<String>, u16); 3] = [
-        ("fortio-server", fortio_args, fortio::HTTP_PORT),
-        ("iperf3-server", iperf::server_args(), iperf::PORT),
-        (
-            "echo-server",
-            vec![bench, "serve".into(), "--port".into(), echo_port],
-            ECHO_PORT,
-        ),
+    let echo = vec![
+        o.bench_bin.display().to_string(),
+        "serve".into(),
+        "--port".into(),
+        ECHO_PORT.to_string(),
     ];
-    for (name, args, port) in servers {
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let app = c.spawn(pod, name, &refs)?;
-        c.wait_listening(pod, &app, port)?;
-    }
-    Ok(())
+    start_server(c, pod, "fortio-server", &fortio::server_args(&o.fortio), fortio::HTTP_PORT)?;
+    start_server(c, pod, "iperf3-server", &iperf::server_args(), iperf::PORT)?;
+    start_server(c, pod, "echo-server", &echo, ECHO_PORT)
+}
+
+/// The L7 path's own server pod (node2, enrolled, fortio's server) and a waypoint for it.
+///
+/// The L7 backend is a pod of its own so that the Service bound to the waypoint selects no pod
+/// of the L4 measurements: whatever the mesh does with pod-addressed traffic to a workload
+/// behind a waypoint-bound Service, the L4 figures stay pod to pod through two ztunnels.
+fn deploy_l7(c: &Cluster, o: &DataplaneOptions, client: &Pod) -> Result<Waypoint, String> {
+    let setup = || -> Result<(), BenchError> {
+        let pod = c.add_pod(
+            PodSpec::new(L7_SERVER, MESH_NS)
+                .on(&c.nodes()[1])
+                .service_account(L7_SERVER)
+                .label("app", L7_SERVER)
+                .port(fortio::HTTP_PORT),
+        )?;
+        let args = fortio::server_args(&o.fortio);
+        start_server(c, &pod, "fortio-server", &args, fortio::HTTP_PORT)
+    };
+    setup().map_err(|e| format!("cannot start the L7 server pod: {e}"))?;
+    waypoint::deploy(c, MESH_NS, L7_SERVER, client)
 }
 
 impl<'a> Bed<'a> {
@@ -219,7 +246,7 @@ pub fn run(
         Some(why) => d.l7_unavailable = Some(why.clone()),
         None => {
             machine::phase(loads, "waypoint setup");
-            match waypoint::deploy(&c, MESH_NS, "server", &bed.mesh.client) {
+            match deploy_l7(&c, o, &bed.mesh.client) {
                 Ok(w) => {
                     d.idle_rss.push(ProxyRss {
                         proxy: "waypoint".into(),

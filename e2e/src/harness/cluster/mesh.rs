@@ -17,7 +17,7 @@ use super::{Cluster, Node};
 const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Cluster {
-    fn require_mesh(&self) -> Result<(), HarnessError> {
+    pub(super) fn require_mesh(&self) -> Result<(), HarnessError> {
         if self.mesh {
             Ok(())
         } else {
@@ -361,12 +361,13 @@ impl Cluster {
             out.push((format!("{} cni-agent", n.name), n.files.agent_log.clone()));
             out.push((format!("{} ztunnel", n.name), n.files.ztunnel_log.clone()));
         }
+        out.extend(self.waypoint_logs());
         out
     }
 }
 
 /// `Ok` when `GET url` from inside `ns` answers 2xx.
-fn probe(ns: &str, url: &str) -> Result<(), String> {
+pub(super) fn probe(ns: &str, url: &str) -> Result<(), String> {
     match netns::http_get(ns, url, HTTP_TIMEOUT) {
         Ok(r) if r.is_success() => Ok(()),
         Ok(r) => Err(format!("HTTP {} {}", r.status, r.text().trim())),

@@ -6,6 +6,7 @@ mod exec;
 mod mesh;
 mod observe;
 mod pods;
+mod waypoint;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -15,9 +16,10 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-pub use config::{Service, ServiceSpec};
+pub use config::{Service, ServiceSpec, UseWaypointOn};
 pub use observe::{MtlsEvidence, OPENED};
 pub use pods::{App, Pod, PodSpec};
+pub use waypoint::{Waypoint, WaypointSpec};
 
 use super::cleanup;
 use super::cni::{self, NodeCni};
@@ -283,7 +285,8 @@ struct State {
     pods: BTreeMap<(String, String), pods::PodRecord>,
     apps: BTreeMap<u32, (App, Proc)>,
     namespaces: BTreeMap<String, BTreeMap<String, String>>,
-    services: BTreeMap<(String, String), Service>,
+    services: BTreeMap<(String, String), (Service, ServiceSpec)>,
+    waypoints: BTreeMap<(String, String), waypoint::WaypointRecord>,
     next_pod: u32,
     next_app: u32,
     next_vip: u8,
@@ -431,6 +434,17 @@ impl Cluster {
                 10,
             ));
         }
+        for rec in st.waypoints.values_mut() {
+            let label = format!("waypoint {}", rec.waypoint.key());
+            match rec.proc.as_mut() {
+                Some(p) => out.push_str(&section(&label, p, 40)),
+                None => out.push_str(&format!(
+                    "--- {label} [stopped] {} ---\n{}\n",
+                    rec.waypoint.log.display(),
+                    super::process::tail_file(&rec.waypoint.log, 20)
+                )),
+            }
+        }
         out
     }
 
@@ -440,6 +454,11 @@ impl Cluster {
             .into_values()
             .map(|(_, p)| p)
             .collect();
+        procs.extend(
+            std::mem::take(&mut st.waypoints)
+                .into_values()
+                .filter_map(|r| r.proc),
+        );
         procs.extend(std::mem::take(&mut st.ztunnels).into_values());
         procs.extend(std::mem::take(&mut st.agents).into_values());
         procs.extend(st.istiod.take());

@@ -85,7 +85,11 @@ fn a_relist_replaces_the_kind_atomically() {
     assert_eq!(pod_ip(&store.snapshot(2), "b").as_deref(), Some("10.0.0.2"));
     assert!(store.apply(Update::Listed(PODS)));
     let snap = store.snapshot(3);
-    assert_eq!(names(&snap), ["Pod demo/b"], "a vanished during the restart");
+    assert_eq!(
+        names(&snap),
+        ["Pod demo/b"],
+        "a vanished during the restart"
+    );
     assert_eq!(pod_ip(&snap, "b").as_deref(), Some("10.0.0.9"));
 
     // The same listing again changes nothing.

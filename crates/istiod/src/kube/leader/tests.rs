@@ -18,7 +18,10 @@ fn held_by(holder: &str, renewed_secs: i64) -> LeaseSpec {
 fn missing_lease_is_created_and_own_lease_renewed() {
     let t0 = Instant::now();
     let mut observed = None;
-    assert_eq!(next_step(None, "a", &mut observed, t0, DURATION), Step::Create);
+    assert_eq!(
+        next_step(None, "a", &mut observed, t0, DURATION),
+        Step::Create
+    );
     assert_eq!(
         next_step(Some(&held_by("a", 0)), "a", &mut observed, t0, DURATION),
         Step::Renew
@@ -78,7 +81,13 @@ fn the_lease_duration_of_the_record_wins_over_the_default() {
     lease.lease_duration_seconds = Some(60);
     next_step(Some(&lease), "a", &mut observed, t0, DURATION);
     assert!(matches!(
-        next_step(Some(&lease), "a", &mut observed, t0 + Duration::from_secs(30), DURATION),
+        next_step(
+            Some(&lease),
+            "a",
+            &mut observed,
+            t0 + Duration::from_secs(30),
+            DURATION
+        ),
         Step::Follow { .. }
     ));
 }
@@ -96,7 +105,11 @@ fn claims_record_holder_times_and_transitions() {
 
     let later = Timestamp::from_second(1_700_000_105).expect("valid");
     let renewed = claim(Some(&taken), &Step::Renew, "a", DURATION, later);
-    assert_eq!(renewed.acquire_time, Some(MicroTime(now)), "acquisition time kept");
+    assert_eq!(
+        renewed.acquire_time,
+        Some(MicroTime(now)),
+        "acquisition time kept"
+    );
     assert_eq!(renewed.renew_time, Some(MicroTime(later)));
     assert_eq!(renewed.lease_transitions, Some(3));
 

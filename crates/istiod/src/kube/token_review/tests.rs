@@ -58,10 +58,7 @@ fn refusal(status: &TokenReviewStatus) -> String {
 fn node_proxy_gets_the_node_named_by_its_bound_token() {
     let status = reviewed(
         ZTUNNEL,
-        &[
-            (NODE_NAME_EXTRA, "node-a"),
-            (POD_NAME_EXTRA, "ztunnel-abc"),
-        ],
+        &[(NODE_NAME_EXTRA, "node-a"), (POD_NAME_EXTRA, "ztunnel-abc")],
     );
     assert_eq!(
         decide(&status, &policy(), &snapshot()).expect("allowed"),
@@ -79,7 +76,10 @@ fn node_proxy_without_node_extra_is_located_through_its_pod() {
         &[(POD_NAME_EXTRA, "ztunnel-abc"), (POD_UID_EXTRA, "uid-1")],
     );
     let caller = decide(&status, &policy(), &snapshot()).expect("allowed");
-    assert_eq!(caller.to_string(), "node proxy istio-system/ztunnel on node node-b");
+    assert_eq!(
+        caller.to_string(),
+        "node proxy istio-system/ztunnel on node node-b"
+    );
 
     let stale = reviewed(
         ZTUNNEL,
@@ -91,7 +91,8 @@ fn node_proxy_without_node_extra_is_located_through_its_pod() {
     );
     let unknown = reviewed(ZTUNNEL, &[(POD_NAME_EXTRA, "ztunnel-zzz")]);
     assert!(
-        refusal(&unknown).contains("bound to pod istio-system/ztunnel-zzz, which istiod does not know"),
+        refusal(&unknown)
+            .contains("bound to pod istio-system/ztunnel-zzz, which istiod does not know"),
         "{}",
         refusal(&unknown)
     );
@@ -159,7 +160,9 @@ fn unauthenticated_foreign_audience_and_non_service_account_tokens_are_refused()
         refusal(&reviewed("kubernetes-admin", &[])),
         "user \"kubernetes-admin\" is not a service account; only ServiceAccount tokens are accepted"
     );
-    assert!(refusal(&reviewed("system:serviceaccount:demo", &[])).contains("not a service account"));
+    assert!(
+        refusal(&reviewed("system:serviceaccount:demo", &[])).contains("not a service account")
+    );
 }
 
 #[test]

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction, PodSecurityContext,
-    PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource, ResourceRequirements, SecurityContext,
-    Service, ServiceAccount, ServiceAccountTokenProjection, ServicePort, ServiceSpec,
-    Volume, VolumeMount, VolumeProjection,
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource,
+    ResourceRequirements, SecurityContext, Service, ServiceAccount, ServiceAccountTokenProjection,
+    ServicePort, ServiceSpec, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -68,7 +68,11 @@ pub enum DesiredError {
 
 /// The owner reference every object of the waypoint carries.
 pub fn owner_reference(gw: &Gateway) -> Result<OwnerReference, DesiredError> {
-    let name = gw.metadata.name.clone().ok_or(DesiredError::Incomplete("name"))?;
+    let name = gw
+        .metadata
+        .name
+        .clone()
+        .ok_or(DesiredError::Incomplete("name"))?;
     let uid = gw
         .metadata
         .uid

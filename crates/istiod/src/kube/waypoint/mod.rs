@@ -47,7 +47,10 @@ pub enum ReconcileError {
     #[error("cannot apply {what}: {source}")]
     Apply { what: String, source: kube::Error },
     #[error("cannot write the status of Gateway {gateway}: {source}")]
-    Status { gateway: String, source: kube::Error },
+    Status {
+        gateway: String,
+        source: kube::Error,
+    },
 }
 
 /// What every reconcile reads.
@@ -62,8 +65,11 @@ pub struct Context {
 pub async fn run(ctx: Arc<Context>) {
     let ar = WatchedKind::Gateway.api_resource();
     let gateways = Api::<DynamicObject>::all_with(ctx.client.clone(), &ar);
-    crate::kube::wait_until_served(&gateways, "Gateway API (gateways.gateway.networking.k8s.io/v1)")
-        .await;
+    crate::kube::wait_until_served(
+        &gateways,
+        "Gateway API (gateways.gateway.networking.k8s.io/v1)",
+    )
+    .await;
     let owned = watcher::Config::default().labels(GATEWAY_NAME_LABEL);
     tracing::info!("waypoint controller started");
     Controller::new_with(gateways, watcher::Config::default(), ar)
@@ -85,11 +91,7 @@ fn error_policy(gw: Arc<DynamicObject>, error: &ReconcileError, _ctx: Arc<Contex
 }
 
 fn label(gw: &DynamicObject) -> String {
-    format!(
-        "{}/{}",
-        gw.namespace().unwrap_or_default(),
-        gw.name_any()
-    )
+    format!("{}/{}", gw.namespace().unwrap_or_default(), gw.name_any())
 }
 
 async fn apply<K>(api: Api<K>, obj: &K, what: &str) -> Result<K, ReconcileError>
@@ -163,9 +165,10 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action,
         &previous,
         Timestamp::now(),
     );
-    let programmed = status["conditions"]
-        .as_array()
-        .is_some_and(|c| c.iter().any(|c| c["type"] == "Programmed" && c["status"] == "True"));
+    let programmed = status["conditions"].as_array().is_some_and(|c| {
+        c.iter()
+            .any(|c| c["type"] == "Programmed" && c["status"] == "True")
+    });
     let ar = WatchedKind::Gateway.api_resource();
     let body = json!({
         "apiVersion": ar.api_version,

@@ -44,7 +44,12 @@ pub fn gateway_status(
         .as_deref()
         .filter(|ip| !ip.is_empty() && *ip != "None");
     let programmed = if !accepted.ok {
-        Wanted::new("Programmed", false, "Invalid", "the Gateway is not accepted")
+        Wanted::new(
+            "Programmed",
+            false,
+            "Invalid",
+            "the Gateway is not accepted",
+        )
     } else if ip.is_none() {
         Wanted::new(
             "Programmed",

@@ -3,7 +3,10 @@ use serde_json::json;
 use super::*;
 
 fn admission(operation: &str, object: Value) -> Vec<u8> {
-    let kind = object["kind"].as_str().unwrap_or("AuthorizationPolicy").to_string();
+    let kind = object["kind"]
+        .as_str()
+        .unwrap_or("AuthorizationPolicy")
+        .to_string();
     let plural = format!("{}s", kind.to_lowercase()).replace("policys", "policies");
     serde_json::to_vec(&json!({
         "apiVersion": "admission.k8s.io/v1",
@@ -40,11 +43,19 @@ fn policy(spec: Value) -> Value {
 
 #[test]
 fn a_valid_policy_is_allowed_with_the_request_uid() {
-    let body = admission("CREATE", policy(json!({"action": "DENY", "rules": [{"from": [{"source": {"namespaces": ["other"]}}]}]})));
+    let body = admission(
+        "CREATE",
+        policy(
+            json!({"action": "DENY", "rules": [{"from": [{"source": {"namespaces": ["other"]}}]}]}),
+        ),
+    );
     let out = respond(&body, &Snapshot::default());
     assert_eq!(out["apiVersion"], "admission.k8s.io/v1");
     assert_eq!(out["kind"], "AdmissionReview");
-    assert_eq!(out["response"]["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");
+    assert_eq!(
+        out["response"]["uid"],
+        "705ab4f5-6393-11e8-b7cc-42010a800002"
+    );
     assert_eq!(out["response"]["allowed"], true);
     assert!(out["response"].get("warnings").is_none(), "{out}");
 }
@@ -53,7 +64,9 @@ fn a_valid_policy_is_allowed_with_the_request_uid() {
 fn an_invalid_policy_is_denied_with_every_reason() {
     let body = admission(
         "UPDATE",
-        policy(json!({"rules": [{"to": [{"operation": {"ports": ["99999"]}}], "when": [{"key": "source.ip"}]}]})),
+        policy(
+            json!({"rules": [{"to": [{"operation": {"ports": ["99999"]}}], "when": [{"key": "source.ip"}]}]}),
+        ),
     );
     let out = respond(&body, &Snapshot::default());
     assert_eq!(out["response"]["allowed"], false);
@@ -70,7 +83,9 @@ fn an_unreadable_object_is_denied_with_the_parser_reason() {
     let body = admission("CREATE", policy(json!({"action": "SOMETIMES"})));
     let out = respond(&body, &Snapshot::default());
     assert_eq!(out["response"]["allowed"], false);
-    let message = out["response"]["status"]["message"].as_str().expect("message");
+    let message = out["response"]["status"]["message"]
+        .as_str()
+        .expect("message");
     assert!(
         message.starts_with("AuthorizationPolicy demo/p is invalid: invalid object:")
             && message.contains("SOMETIMES"),
@@ -89,7 +104,9 @@ fn what_ztunnel_cannot_enforce_comes_back_as_warnings() {
     let warnings = out["response"]["warnings"].as_array().expect("warnings");
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(
-        warnings[0].as_str().is_some_and(|w| w.contains("L7 attributes")),
+        warnings[0]
+            .as_str()
+            .is_some_and(|w| w.contains("L7 attributes")),
         "{warnings:?}"
     );
 }
@@ -141,19 +158,33 @@ fn deletions_and_other_kinds_are_allowed() {
     let mut body: Value =
         serde_json::from_slice(&admission("DELETE", policy(json!({"action": "SOMETIMES"}))))
             .expect("json");
-    let out = respond(&serde_json::to_vec(&body).expect("json"), &Snapshot::default());
+    let out = respond(
+        &serde_json::to_vec(&body).expect("json"),
+        &Snapshot::default(),
+    );
     assert_eq!(out["response"]["allowed"], true);
 
     body["request"]["operation"] = "CREATE".into();
-    body["request"]["kind"] = json!({"group": "networking.istio.io", "version": "v1", "kind": "Sidecar"});
-    let out = respond(&serde_json::to_vec(&body).expect("json"), &Snapshot::default());
+    body["request"]["kind"] =
+        json!({"group": "networking.istio.io", "version": "v1", "kind": "Sidecar"});
+    let out = respond(
+        &serde_json::to_vec(&body).expect("json"),
+        &Snapshot::default(),
+    );
     assert_eq!(out["response"]["allowed"], true);
 }
 
 #[test]
 fn a_body_that_is_not_a_review_is_an_error() {
-    let err = review(b"{\"hello\": 1}", &ModelConfig::default(), &Snapshot::default())
-        .expect_err("not a review");
-    assert!(matches!(err, ReviewError::Decode(_) | ReviewError::NoRequest), "{err}");
+    let err = review(
+        b"{\"hello\": 1}",
+        &ModelConfig::default(),
+        &Snapshot::default(),
+    )
+    .expect_err("not a review");
+    assert!(
+        matches!(err, ReviewError::Decode(_) | ReviewError::NoRequest),
+        "{err}"
+    );
     assert!(review(b"not json", &ModelConfig::default(), &Snapshot::default()).is_err());
 }

@@ -7,14 +7,21 @@ fn policy(yaml: &str) -> AuthorizationPolicy {
     );
     let snap = Snapshot::from_yaml("p.yaml", &doc);
     assert!(snap.issues.is_empty(), "{:?}", snap.issues);
-    snap.authorization_policies().next().cloned().expect("one policy")
+    snap.authorization_policies()
+        .next()
+        .cloned()
+        .expect("one policy")
 }
 
 fn peer_auth(yaml: &str) -> PeerAuthentication {
     let doc = format!(
         "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{name: p, namespace: demo}}\n{yaml}"
     );
-    match Snapshot::from_yaml("p.yaml", &doc).objects.into_values().next() {
+    match Snapshot::from_yaml("p.yaml", &doc)
+        .objects
+        .into_values()
+        .next()
+    {
         Some(Object::PeerAuthentication(pa)) => pa,
         other => panic!("not a PeerAuthentication: {other:?}"),
     }
@@ -29,7 +36,11 @@ fn valid_policies_pass() {
         "spec:\n  targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: waypoint}]\n  rules: [{to: [{operation: {paths: [/api/*]}}]}]",
         "spec: {action: CUSTOM, provider: {name: ext-authz}, rules: [{}]}",
     ] {
-        assert_eq!(authorization_policy(&policy(spec)), Vec::<String>::new(), "{spec}");
+        assert_eq!(
+            authorization_policy(&policy(spec)),
+            Vec::<String>::new(),
+            "{spec}"
+        );
     }
 }
 
@@ -74,7 +85,9 @@ fn conflicting_fields_are_refused() {
     );
     assert_eq!(
         authorization_policy(&policy("spec: {targetRefs: [{kind: Pod, name: x}]}")),
-        ["targetRef #1: kind \"Pod\" is not supported (Gateway, GatewayClass, Service or ServiceEntry)"]
+        [
+            "targetRef #1: kind \"Pod\" is not supported (Gateway, GatewayClass, Service or ServiceEntry)"
+        ]
     );
     assert_eq!(
         authorization_policy(&policy("spec: {targetRefs: [{kind: Gateway, name: x}]}")),
@@ -92,7 +105,9 @@ fn peer_authentication_port_rules() {
         .is_empty()
     );
     assert_eq!(
-        peer_authentication(&peer_auth("spec: {portLevelMtls: {\"0\": {mode: DISABLE}}}")),
+        peer_authentication(&peer_auth(
+            "spec: {portLevelMtls: {\"0\": {mode: DISABLE}}}"
+        )),
         [
             "portLevelMtls requires a selector with at least one label",
             "portLevelMtls: 0 is not a port (1-65535)",

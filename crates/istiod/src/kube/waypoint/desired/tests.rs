@@ -68,7 +68,10 @@ fn the_deployment_runs_the_waypoint_with_its_identity_and_trust() {
         spec.selector.match_labels.expect("selector")[GATEWAY_NAME_LABEL],
         "reviews-wp"
     );
-    assert_eq!(spec.replicas, None, "replicas are left to the user or an autoscaler");
+    assert_eq!(
+        spec.replicas, None,
+        "replicas are left to the user or an autoscaler"
+    );
     let template = spec.template;
     let meta = template.metadata.expect("pod metadata");
     assert_eq!(label(&meta, GATEWAY_NAME_LABEL), Some("reviews-wp"));
@@ -76,7 +79,10 @@ fn the_deployment_runs_the_waypoint_with_its_identity_and_trust() {
     let pod = template.spec.expect("pod spec");
     assert_eq!(pod.service_account_name.as_deref(), Some("reviews-wp"));
     let container = &pod.containers[0];
-    assert_eq!(container.image.as_deref(), Some("registry.local/waypoint:1.2"));
+    assert_eq!(
+        container.image.as_deref(),
+        Some("registry.local/waypoint:1.2")
+    );
     assert_eq!(
         container.args.as_deref().expect("args"),
         [
@@ -108,7 +114,10 @@ fn the_deployment_runs_the_waypoint_with_its_identity_and_trust() {
         .flatten()
         .map(|m| m.mount_path.as_str())
         .collect();
-    assert_eq!(mounts, ["/var/run/secrets/tokens", "/var/run/secrets/istio"]);
+    assert_eq!(
+        mounts,
+        ["/var/run/secrets/tokens", "/var/run/secrets/istio"]
+    );
 }
 
 #[test]
