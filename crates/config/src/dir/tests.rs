@@ -15,6 +15,19 @@ fn keys(snap: &Snapshot) -> Vec<String> {
 }
 
 /// Polls the source until `pred` holds, failing with the last snapshot after a deadline.
+/// Writes like an editor or `kubectl`-style tool does: a temporary file renamed into place, so
+/// the watcher never sees a half-written manifest.
+fn write_atomic(path: &std::path::Path, text: impl AsRef<[u8]>) -> std::io::Result<()> {
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp",
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("manifest")
+    ));
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
 fn wait_for(src: &DirSource, what: &str, pred: impl Fn(&Snapshot) -> bool) -> Arc<Snapshot> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -98,10 +111,10 @@ fn watch_publishes_edits_additions_and_removals() -> anyhow::Result<()> {
 fn broken_file_keeps_last_good_state_until_fixed() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("web.yaml");
-    std::fs::write(&file, format!("{NS}---\n{}", pod("web", "v1")))?;
+    write_atomic(&file, format!("{NS}---\n{}", pod("web", "v1")))?;
     let src = DirSource::start(dir.path().to_path_buf(), Duration::from_millis(20))?;
 
-    std::fs::write(&file, "apiVersion: v1\nkind: Pod\nmetadata: {name: [oops\n")?;
+    write_atomic(&file, "apiVersion: v1\nkind: Pod\nmetadata: {name: [oops\n")?;
     let snap = wait_for(&src, "issue", |s| !s.issues.is_empty());
     assert_eq!(keys(&snap), ["Namespace demo", "Pod demo/web"]);
     assert_eq!(snap.issues.len(), 1);
@@ -118,8 +131,12 @@ fn broken_file_keeps_last_good_state_until_fixed() -> anyhow::Result<()> {
             .contains("keeping the last good version")
     );
 
-    std::fs::write(&file, pod("web", "v3"))?;
-    let snap = wait_for(&src, "fix", |s| s.issues.is_empty());
+    write_atomic(&file, pod("web", "v3"))?;
+    // The write is not atomic: the watcher may see the file empty for a moment, so wait for the
+    // fixed content itself.
+    let snap = wait_for(&src, "fix", |s| {
+        s.issues.is_empty() && app_label(s, "web").as_deref() == Some("v3")
+    });
     assert_eq!(keys(&snap), ["Pod demo/web"]);
     assert_eq!(app_label(&snap, "web").as_deref(), Some("v3"));
     Ok(())
@@ -129,12 +146,12 @@ fn broken_file_keeps_last_good_state_until_fixed() -> anyhow::Result<()> {
 fn broken_document_keeps_its_object_and_updates_the_others() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("all.yaml");
-    std::fs::write(&file, format!("{}---\n{}", pod("a", "v1"), pod("b", "v1")))?;
+    write_atomic(&file, format!("{}---\n{}", pod("a", "v1"), pod("b", "v1")))?;
     let src = DirSource::start(dir.path().to_path_buf(), Duration::from_millis(20))?;
 
     let broken_a =
         "apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: demo}\nspec: {containers: 5}\n";
-    std::fs::write(&file, format!("{broken_a}---\n{}", pod("b", "v2")))?;
+    write_atomic(&file, format!("{broken_a}---\n{}", pod("b", "v2")))?;
     let snap = wait_for(&src, "issue", |s| !s.issues.is_empty());
     assert_eq!(app_label(&snap, "a").as_deref(), Some("v1"));
     assert_eq!(app_label(&snap, "b").as_deref(), Some("v2"));
