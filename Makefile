@@ -12,7 +12,7 @@ BIN_DIR := $(CARGO_TARGET_DIR)/debug
 
 .PHONY: help
 help: ## Show this help
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 .PHONY: deps
 deps: ## Install what the build and tests need (Debian packages, Rust components)
@@ -47,7 +47,20 @@ demo: deps ## The main job: run the local ambient mesh demo (root)
 	MESH_BIN_DIR=$(BIN_DIR) scripts/demo.sh
 
 .PHONY: bench
-bench: deps ## criterion micro-benchmarks
+bench: deps ## Performance benchmark, mesh vs no mesh, in network namespaces (root): bench/results, README
+	$(CARGO) build --release --bins -p istiod -p ztunnel -p cni -p e2e
+	@no_wp=(); \
+	if ! $(CARGO) build --release --bins -p waypoint; then \
+	  no_wp=(--no-waypoint "the waypoint crate does not build"); \
+	fi; \
+	eval "$$(e2e/cluster/build.sh --print-env)"; \
+	[[ -x $$FORTIO_BIN_DIR/fortio ]] || e2e/cluster/build.sh fortio; \
+	$(CARGO_TARGET_DIR)/release/mesh-bench run --bin-dir $(CARGO_TARGET_DIR)/release \
+	  --fortio "$$FORTIO_BIN_DIR/fortio" --out bench/results --readme README.md \
+	  "$${no_wp[@]}" $(BENCH_ARGS)
+
+.PHONY: bench-micro
+bench-micro: deps ## criterion micro-benchmarks
 	$(CARGO) bench --workspace
 
 .PHONY: clean
@@ -66,3 +79,11 @@ cluster-up: deps ## Start the local single-node Kubernetes cluster (root; e2e/cl
 .PHONY: cluster-down
 cluster-down: ## Stop the local cluster and remove everything it made (e2e/cluster/down.sh)
 	e2e/cluster/down.sh
+
+.PHONY: e2e
+e2e: deps ## Kubernetes e2e on the local cluster: build, images, cluster up, suite, cluster down (root)
+	e2e/run-k8s.sh local
+
+.PHONY: e2e-kind
+e2e-kind: ## Kubernetes e2e on kind (1 control plane, 2 workers): docker build, kind load, suite, kind delete
+	e2e/run-k8s.sh kind

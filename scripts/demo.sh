@@ -10,7 +10,7 @@ fi
 
 bin_dir=${MESH_BIN_DIR:-${CARGO_TARGET_DIR:-target}/debug}
 missing=()
-for b in mesh-demo mesh-echo istiod ztunnel cni-agent mesh-cni; do
+for b in mesh-demo mesh-echo istiod ztunnel cni-agent mesh-cni waypoint; do
   [ -x "$bin_dir/$b" ] || missing+=("$b")
 done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -226,6 +226,13 @@ smoke_test() {
 			die "cni: iptables-save does not run in its rootfs"
 		unshare -n chroot "$root" /usr/sbin/ip6tables-save -t nat >/dev/null ||
 			die "cni: ip6tables-save does not run in its rootfs"
+		# Rules like the agent's: the match and target extensions (mark, tcp, REDIRECT) load.
+		local rules='*nat\n:MESH_CHECK - [0:0]\n-A MESH_CHECK -m mark --mark 0x539/0xfff -j RETURN\n-A MESH_CHECK -p tcp -m tcp --dport 15008 -j RETURN\n-A MESH_CHECK -p tcp -j REDIRECT --to-ports 15006\nCOMMIT\n'
+		local v
+		for v in iptables ip6tables; do
+			printf '%b' "$rules" | unshare -n chroot "$root" "/usr/sbin/$v-restore" ||
+				die "cni: $v-restore cannot load the agent's match and target extensions in its rootfs"
+		done
 		;;
 	*) chroot "$root" "/usr/local/bin/$img" --version >/dev/null || die "$img: the binary does not run in its rootfs" ;;
 	esac

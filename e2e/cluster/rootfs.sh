@@ -67,7 +67,7 @@ add_base() {
 # add_iptables: Debian's nft-backed iptables under the names the cni-agent execs
 # (iptables-save/-restore, ip6tables-save/-restore; crates/cni/src/agent/rules.rs).
 add_iptables() {
-	local multi name mod_dir
+	local multi name mod_dir libxt xt_dir
 	multi=$(readlink -f /usr/sbin/xtables-nft-multi 2>/dev/null || true)
 	[[ -x $multi ]] || die "the cni image needs iptables (xtables-nft-multi): apt-get install iptables"
 	add_file "$multi" /usr/sbin/xtables-nft-multi
@@ -75,11 +75,17 @@ add_iptables() {
 	for name in iptables iptables-save iptables-restore ip6tables ip6tables-save ip6tables-restore; do
 		ln -sf xtables-nft-multi "$ROOT/usr/sbin/$name"
 	done
-	# Match and target extensions are dlopen'ed from here: ldd does not list them.
-	mod_dir=$(dirname "$(ldd "$multi" | awk '/libxtables/ { print $3 }')")/xtables
+	# Match and target extensions are dlopen'ed (ldd does not list them) from the directory
+	# compiled into libxtables (/usr/lib/<triplet>/xtables on Debian), which is not the one
+	# beside the library as ldd names it on a merged-/usr system (/lib/<triplet>): the image
+	# has no /lib -> /usr/lib link, so they go to the compiled-in path.
+	libxt=$(ldd "$multi" | awk '/libxtables/ { print $3 }')
+	mod_dir=$(readlink -f "$(dirname "$libxt")/xtables")
 	[[ -d $mod_dir ]] || die "no iptables extension directory at $mod_dir"
-	mkdir -p "$ROOT$mod_dir"
-	cp -L "$mod_dir"/*.so "$ROOT$mod_dir/"
+	xt_dir=$(strings -a "$libxt" | grep -m1 -E '^/[^ ]*/xtables$' || true)
+	xt_dir=${xt_dir:-$mod_dir}
+	mkdir -p "$ROOT$xt_dir"
+	cp -L "$mod_dir"/*.so "$ROOT$xt_dir/"
 	add_libs "$mod_dir"/*.so
 	# Protocol and service names ("-p tcp").
 	for name in /etc/protocols /etc/services /etc/ethertypes; do

@@ -23,7 +23,9 @@ fn stop_with(signal: Signal) -> std::process::ExitStatus {
         .expect("spawn mesh-echo");
     let mut stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
     let mut line = String::new();
-    stderr.read_line(&mut line).expect("read the first log line");
+    stderr
+        .read_line(&mut line)
+        .expect("read the first log line");
     assert!(line.contains("listening"), "first log line: {line:?}");
     let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid"));
     kill(pid, signal).expect("kill");

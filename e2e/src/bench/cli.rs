@@ -127,7 +127,8 @@ pub struct RunArgs {
     /// Do not try the L7 path; the reason is reported as is.
     #[arg(long, value_name = "REASON")]
     pub no_waypoint: Option<String>,
-    /// Profile the ztunnels with perf under L4 load into this directory.
+    /// Profile with perf into this directory: the ztunnels under L4 load and during the HBONE
+    /// handshake test, istiod during the manifest changes.
     #[arg(long, value_name = "DIR")]
     pub profile: Option<PathBuf>,
     #[arg(long)]
@@ -145,9 +146,10 @@ pub struct RunArgs {
     pub cp_subscribers: usize,
     #[arg(long, default_value_t = 100)]
     pub cp_changes: usize,
-    /// Skip the second series with a 20 ms poll and a 10 ms debounce.
+    /// Also measure a second series with istiod polling its config directory every 20 ms and
+    /// a 10 ms debounce.
     #[arg(long)]
-    pub cp_defaults_only: bool,
+    pub cp_fast: bool,
     /// Keep the cluster's work directory and the control-plane files.
     #[arg(long)]
     pub keep: bool,

@@ -119,14 +119,19 @@ fn json_part(stdout: &str) -> Option<&str> {
 pub fn parse(stdout: &str) -> Result<Latency, BenchError> {
     let what = "fortio JSON";
     let text = json_part(stdout).ok_or_else(|| BenchError::parse(what, "no JSON object"))?;
-    let v: Value = serde_json::from_str(text).map_err(|e| BenchError::parse(what, e.to_string()))?;
+    let v: Value =
+        serde_json::from_str(text).map_err(|e| BenchError::parse(what, e.to_string()))?;
     let hist = &v["DurationHistogram"];
     let percentile = |p: f64| -> Result<f64, BenchError> {
         hist["Percentiles"]
             .as_array()
             .into_iter()
             .flatten()
-            .find(|e| e["Percentile"].as_f64().is_some_and(|x| (x - p).abs() < 1e-9))
+            .find(|e| {
+                e["Percentile"]
+                    .as_f64()
+                    .is_some_and(|x| (x - p).abs() < 1e-9)
+            })
             .and_then(|e| e["Value"].as_f64())
             .map(|s| s * 1e6)
             .ok_or_else(|| BenchError::parse(what, format!("no p{p} in DurationHistogram")))
@@ -188,7 +193,11 @@ All done"#;
 
     #[test]
     fn load_arguments_carry_the_spec() {
-        let args = load_args(Path::new("/f/fortio"), &LoadSpec::default(), "http://10.0.0.2:8080/");
+        let args = load_args(
+            Path::new("/f/fortio"),
+            &LoadSpec::default(),
+            "http://10.0.0.2:8080/",
+        );
         let line = args.join(" ");
         for part in [
             "/f/fortio load",

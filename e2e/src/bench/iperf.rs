@@ -88,7 +88,8 @@ mod tests {
 
     #[test]
     fn reports_iperf_errors() {
-        let out = r#"{"start":{},"end":{},"error":"unable to connect to server: Connection refused"}"#;
+        let out =
+            r#"{"start":{},"end":{},"error":"unable to connect to server: Connection refused"}"#;
         let e = parse(out).unwrap_err().to_string();
         assert!(e.contains("Connection refused"), "{e}");
         assert!(parse("not json").is_err());

@@ -19,6 +19,7 @@ pub mod error;
 pub mod fortio;
 pub mod iperf;
 pub mod machine;
+pub mod perf;
 pub mod procstat;
 pub mod report;
 pub mod run;

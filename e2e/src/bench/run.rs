@@ -19,7 +19,8 @@ fn require_root() -> Result<(), BenchError> {
     } else {
         Err(BenchError::MissingTool {
             tool: "root".into(),
-            hint: "the benchmark creates network namespaces: run it as root (sudo make bench)".into(),
+            hint: "the benchmark creates network namespaces: run it as root (sudo make bench)"
+                .into(),
         })
     }
 }
@@ -39,7 +40,10 @@ fn fortio_path(a: &RunArgs) -> Result<PathBuf, BenchError> {
     } else {
         Err(BenchError::MissingTool {
             tool: "fortio".into(),
-            hint: format!("{} does not exist (e2e/cluster/build.sh fortio builds it)", p.display()),
+            hint: format!(
+                "{} does not exist (e2e/cluster/build.sh fortio builds it)",
+                p.display()
+            ),
         })
     }
 }
@@ -139,9 +143,10 @@ pub fn run(a: &RunArgs) -> Result<BenchResults, BenchError> {
             },
             subscribers: a.cp_subscribers,
             changes: a.cp_changes,
-            fast_run: !a.cp_defaults_only,
+            fast_run: a.cp_fast,
             trust_domain: "cluster.local".into(),
             keep: a.keep,
+            profile_dir: a.profile.clone(),
         };
         match controlplane::run(&o) {
             Ok(cp) => r.control_plane = Some(cp),

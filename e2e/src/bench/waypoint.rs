@@ -212,10 +212,7 @@ pub fn deploy(c: &Cluster, ns: &str, app: &str, client: &Pod) -> Result<Waypoint
         Ok(Ok(())) => {}
         Ok(Err(exited)) => return Err(exited),
         Err(e) => {
-            return Err(format!(
-                "{e}\n{}",
-                tail_file(&app_handle.log, 15)
-            ));
+            return Err(format!("{e}\n{}", tail_file(&app_handle.log, 15)));
         }
     }
     let before = waypoint_requests(&pod).unwrap_or(0.0);

@@ -39,13 +39,15 @@ fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Run(a) => {
             let r = e2e::bench::run::run(&a)?;
             println!("{}", report::markdown::render(&r, None));
-            Ok(if r.dataplane.is_none() && !a.skip_dataplane
-                || r.control_plane.is_none() && !a.skip_control_plane
-            {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            })
+            Ok(
+                if r.dataplane.is_none() && !a.skip_dataplane
+                    || r.control_plane.is_none() && !a.skip_control_plane
+                {
+                    ExitCode::FAILURE
+                } else {
+                    ExitCode::SUCCESS
+                },
+            )
         }
         Command::Report(a) => {
             let text = std::fs::read_to_string(&a.json)?;

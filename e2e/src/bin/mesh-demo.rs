@@ -7,12 +7,13 @@ use clap::Parser;
 
 /// Walks through the ambient mesh on a local cluster of network namespaces: plaintext, then
 /// enrolment without restarts, HBONE mutual TLS on the wire, identities, and an
-/// AuthorizationPolicy. Exits non-zero if anything does not behave as expected.
+/// AuthorizationPolicy; then L7 through a waypoint: a 90/10 HTTPRoute split, an L7 deny and
+/// retries hiding a flaky backend. Exits non-zero if anything does not behave as expected.
 #[derive(Debug, Parser)]
 #[command(name = "mesh-demo", version, about, long_about = None)]
 struct Args {
-    /// Directory of istiod, ztunnel, cni-agent and mesh-cni (default: MESH_BIN_DIR, else
-    /// $CARGO_TARGET_DIR/debug, else next to this program).
+    /// Directory of istiod, ztunnel, cni-agent, mesh-cni and waypoint (default: MESH_BIN_DIR,
+    /// else $CARGO_TARGET_DIR/debug, else next to this program).
     #[arg(long, env = "MESH_BIN_DIR")]
     bin_dir: Option<PathBuf>,
     /// The mesh-echo binary (default: in the bin dir).

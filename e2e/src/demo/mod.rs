@@ -2,9 +2,13 @@
 //! `demo`, plaintext first (a capture on the wire sees the payload), then the namespace is
 //! enrolled and the same running pods talk over HBONE mutual TLS (the capture sees only TLS to
 //! 15008; the identities come from ztunnel's metrics and config dump), then an
-//! AuthorizationPolicy denies the client. Each step says what it does and what it saw; any
-//! surprise ends the demo with an error.
+//! AuthorizationPolicy denies the client. Then L7: a waypoint is deployed for the namespace, an
+//! HTTPRoute splits traffic 90/10 (measured over 1,000 requests), an AuthorizationPolicy on the
+//! waypoint denies `GET /admin` while `GET /` passes, and a retry policy hides a backend that
+//! fails every other request. Each step says what it does and what it saw; any surprise ends the
+//! demo with an error.
 
+mod l7;
 mod narrate;
 mod scenario;
 

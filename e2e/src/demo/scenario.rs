@@ -13,20 +13,24 @@ use crate::harness::{
     AMBIENT, Cluster, DATAPLANE_MODE, HarnessError, PodSpec, cleanup, cleanup_stale, netns,
 };
 
-const NS: &str = "demo";
+pub(super) const NS: &str = "demo";
 const TCP_PORT: u16 = 9000;
-const HTTP_PORT: u16 = 8080;
+pub(super) const HTTP_PORT: u16 = 8080;
 const HBONE_PORT: u16 = 15008;
-const WAIT: Duration = Duration::from_secs(60);
+pub(super) const WAIT: Duration = Duration::from_secs(60);
 
-fn h<T>(step: &str, r: Result<T, HarnessError>) -> Result<T, DemoError> {
+pub(super) fn h<T>(step: &str, r: Result<T, HarnessError>) -> Result<T, DemoError> {
     r.map_err(|source| DemoError::Harness {
         step: step.to_string(),
         source,
     })
 }
 
-fn expect(step: &str, cond: bool, reason: impl FnOnce() -> String) -> Result<(), DemoError> {
+pub(super) fn expect(
+    step: &str,
+    cond: bool,
+    reason: impl FnOnce() -> String,
+) -> Result<(), DemoError> {
     if cond {
         Ok(())
     } else {
@@ -241,7 +245,8 @@ fn steps(n: &mut Narrator, c: &Cluster, step: &str) -> Result<(), DemoError> {
     )?;
     n.saw(&format!("the client now gets: {why}"));
     n.ok("the connection is refused and nothing is echoed");
-    Ok(())
+
+    super::l7::steps(n, c, &client)
 }
 
 fn start_capture(n: &Narrator, c: &Cluster, step: &str, name: &str) -> Result<Capture, DemoError> {

@@ -2,7 +2,9 @@
 //!
 //! - `mesh-echo server --tcp PORT --http PORT [--name POD]`: a TCP echo server and an HTTP/1.1
 //!   server whose JSON body names the pod, the method, the path and the request headers;
-//!   `/status/<code>` answers with that status code.
+//!   `/status/<code>` answers with that status code. With `--fail-every N` one request in every
+//!   N (the first included) is answered 503; `GET /_echo/stats` reports the requests served and
+//!   failed.
 //! - `mesh-echo client tcp ADDR --message X`: sends X, prints the echoed reply, fails clearly
 //!   when the connection is refused, reset or closed before the whole echo came back.
 //! - `mesh-echo client http URL`: prints the status and the body; non-2xx exits with code 22.

@@ -68,7 +68,7 @@ impl HttpBehaviour {
         }
         let n = self.requests.fetch_add(1, Ordering::Relaxed);
         if let Some(every) = self.fail_every
-            && n % u64::from(every.get()) == 0
+            && n.is_multiple_of(u64::from(every.get()))
         {
             self.failed.fetch_add(1, Ordering::Relaxed);
             tracing::info!(%peer, path = %parts.uri.path(), request = n + 1, "failing this request on purpose (--fail-every)");
@@ -262,7 +262,11 @@ pub fn describe(
 }
 
 /// A pretty JSON body with `content-type` and the `x-echo-pod` header naming the pod.
-fn json_response(name: &str, status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
+fn json_response(
+    name: &str,
+    status: StatusCode,
+    body: &serde_json::Value,
+) -> Response<Full<Bytes>> {
     let mut text = serde_json::to_string_pretty(body).unwrap_or_default();
     text.push('\n');
     let mut resp = Response::new(Full::new(Bytes::from(text)));
@@ -346,7 +350,14 @@ mod tests {
         assert_eq!(stats.status(), 200);
         let v = body_json(stats).await;
         let got: EchoStats = serde_json::from_value(v.clone()).unwrap();
-        assert_eq!(got, EchoStats { requests: 6, failed: 3 }, "{v}");
+        assert_eq!(
+            got,
+            EchoStats {
+                requests: 6,
+                failed: 3
+            },
+            "{v}"
+        );
         // Stats requests are not counted: the 7th request fails again.
         assert_eq!(b.answer(peer, None, &parts("/x")).status(), 503);
         let steady = HttpBehaviour::new("steady", None);
@@ -411,7 +422,10 @@ mod tests {
         assert_eq!(ok.pods.get("pod-r"), Some(&4), "{ok:?}");
         assert!(ok.errors.is_empty(), "{ok:?}");
         assert_eq!(teapot.statuses.get(&418), Some(&4), "{teapot:?}");
-        assert!(failed.statuses.is_empty() && failed.pods.is_empty(), "{failed:?}");
+        assert!(
+            failed.statuses.is_empty() && failed.pods.is_empty(),
+            "{failed:?}"
+        );
         assert_eq!(failed.errors.values().sum::<u32>(), 4, "{failed:?}");
         assert!(
             failed.errors.keys().all(|e| e.contains("refused")),

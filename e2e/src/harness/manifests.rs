@@ -356,8 +356,14 @@ mod tests {
         let back: Value = serde_saphyr::from_str(&to_yaml(&g).unwrap()).unwrap();
         assert_eq!(back["kind"], "Gateway");
         assert_eq!(back["spec"]["gatewayClassName"], "istio-waypoint");
-        assert_eq!(back["metadata"]["labels"]["istio.io/waypoint-for"], "service");
+        assert_eq!(
+            back["metadata"]["labels"]["istio.io/waypoint-for"],
+            "service"
+        );
         let l = &back["spec"]["listeners"][0];
-        assert_eq!((&l["name"], &l["port"], &l["protocol"]), (&json!("mesh"), &json!(15008), &json!("HBONE")));
+        assert_eq!(
+            (&l["name"], &l["port"], &l["protocol"]),
+            (&json!("mesh"), &json!(15008), &json!("HBONE"))
+        );
     }
 }

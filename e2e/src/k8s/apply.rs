@@ -3,10 +3,10 @@
 //! discovery.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Client;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::{Scope, pinned_kind};
-use kube::Client;
 
 use super::K8sError;
 
@@ -33,7 +33,12 @@ pub fn parse(yaml: &str) -> Result<Vec<DynamicObject>, K8sError> {
 }
 
 fn describe_value(v: &serde_json::Value) -> String {
-    let s = |p: &str| v.pointer(p).and_then(|x| x.as_str()).unwrap_or("?").to_string();
+    let s = |p: &str| {
+        v.pointer(p)
+            .and_then(|x| x.as_str())
+            .unwrap_or("?")
+            .to_string()
+    };
     format!("{} {}", s("/kind"), s("/metadata/name"))
 }
 
@@ -61,9 +66,12 @@ pub async fn api_for(client: &Client, obj: &DynamicObject) -> Result<Api<Dynamic
         what: what.clone(),
         reason: e.to_string(),
     })?;
-    let (ar, caps) = pinned_kind(client, &gvk)
-        .await
-        .map_err(|e| K8sError::api(format!("discovering {}/{} {}", gvk.group, gvk.version, gvk.kind), e))?;
+    let (ar, caps) = pinned_kind(client, &gvk).await.map_err(|e| {
+        K8sError::api(
+            format!("discovering {}/{} {}", gvk.group, gvk.version, gvk.kind),
+            e,
+        )
+    })?;
     Ok(match caps.scope {
         Scope::Cluster => Api::all_with(client.clone(), &ar),
         Scope::Namespaced => match &obj.metadata.namespace {
@@ -96,7 +104,10 @@ pub async fn apply_yaml(client: &Client, yaml: &str) -> Result<Vec<String>, K8sE
 pub async fn delete_yaml(client: &Client, yaml: &str) -> Result<(), K8sError> {
     for obj in parse(yaml)? {
         let api = api_for(client, &obj).await?;
-        match api.delete(name(&obj.metadata), &DeleteParams::default()).await {
+        match api
+            .delete(name(&obj.metadata), &DeleteParams::default())
+            .await
+        {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.is_not_found() => {}
             Err(e) => return Err(K8sError::api(format!("delete {}", describe(&obj)), e)),
@@ -106,7 +117,10 @@ pub async fn delete_yaml(client: &Client, yaml: &str) -> Result<(), K8sError> {
 }
 
 /// The live object `obj` names, if it exists.
-pub async fn get_live(client: &Client, obj: &DynamicObject) -> Result<Option<DynamicObject>, K8sError> {
+pub async fn get_live(
+    client: &Client,
+    obj: &DynamicObject,
+) -> Result<Option<DynamicObject>, K8sError> {
     let api = api_for(client, obj).await?;
     api.get_opt(name(&obj.metadata))
         .await

@@ -32,6 +32,21 @@ pub async fn connect(settings: &Settings) -> Result<(Client, String), K8sError> 
     let info = tokio::time::timeout(REACH_TIMEOUT, client.apiserver_version())
         .await
         .map_err(|_| unreachable(format!("no answer within {REACH_TIMEOUT:?}")))?
-        .map_err(|e| unreachable(e.to_string()))?;
+        .map_err(|e| unreachable(chain(&e)))?;
     Ok((client, info.git_version))
+}
+
+/// An error with its sources, `a: b: c`.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
 }

@@ -8,17 +8,28 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Event, Pod};
-use kube::api::{Api, ListParams, LogParams};
 use kube::Client;
+use kube::api::{Api, ListParams, LogParams};
 
+use super::node::NodeShell;
 use super::tools::run;
 use super::{Settings, workloads};
 
 /// Lines of each log quoted in the test output (the files have all of them).
 const TAIL_LINES: usize = 25;
 
+/// Where the CNI node agent publishes which pods it enrolled and why others are pending.
+const AGENT_STATUS: &str = "/var/run/mesh-cni/status.json";
+
 /// Gathers into `dir` and returns the summary. Never fails: what cannot be gathered is said.
-pub async fn gather(client: &Client, settings: &Settings, namespaces: &[&str], dir: &Path) -> String {
+/// `nodes`: shells on the nodes, for the CNI agent's status (none when out of reach).
+pub async fn gather(
+    client: &Client,
+    settings: &Settings,
+    namespaces: &[&str],
+    nodes: &[NodeShell],
+    dir: &Path,
+) -> String {
     let mut out = String::new();
     if let Err(e) = std::fs::create_dir_all(dir) {
         let _ = writeln!(out, "(cannot create {}: {e})", dir.display());
@@ -44,6 +55,46 @@ pub async fn gather(client: &Client, settings: &Settings, namespaces: &[&str], d
         }
         events(client, ns, dir, &mut out).await;
     }
+    for shell in nodes {
+        let file = dir.join(format!("node.{}.cni-agent-status.json", shell.node));
+        match shell
+            .sh_ok(&format!(
+                "cat {AGENT_STATUS} 2>/dev/null || echo '(no {AGENT_STATUS})'"
+            ))
+            .await
+        {
+            Ok(text) => {
+                let _ = std::fs::write(&file, &text);
+                let _ = writeln!(out, "----- node {}: {AGENT_STATUS}", shell.node);
+                for l in text.lines() {
+                    let _ = writeln!(out, "    {l}");
+                }
+            }
+            Err(e) => {
+                let _ = writeln!(out, "----- node {}: {AGENT_STATUS}: {e}", shell.node);
+            }
+        }
+    }
+    out
+}
+
+/// `text` without terminal colour sequences (`ESC [ ... letter`), which some components write
+/// even when their output is not a terminal.
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' && chars.peek() == Some(&'[') {
+            chars.next();
+            for t in chars.by_ref() {
+                if t.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
     out
 }
 
@@ -54,7 +105,11 @@ async fn logs_of(client: &Client, ns: &str, pod: &Pod, dir: &Path, out: &mut Str
         .status
         .as_ref()
         .and_then(|s| s.container_statuses.as_ref())
-        .map(|cs| cs.iter().map(|c| (c.name.clone(), c.restart_count)).collect())
+        .map(|cs| {
+            cs.iter()
+                .map(|c| (c.name.clone(), c.restart_count))
+                .collect()
+        })
         .unwrap_or_default();
     for (container, restarts) in containers {
         let mut runs = vec![(false, "")];
@@ -70,6 +125,7 @@ async fn logs_of(client: &Client, ns: &str, pod: &Pod, dir: &Path, out: &mut Str
             let file = dir.join(format!("{ns}.{name}.{container}{suffix}.log"));
             match tokio::time::timeout(Duration::from_secs(20), api.logs(name, &lp)).await {
                 Ok(Ok(text)) => {
+                    let text = strip_ansi(&text);
                     let _ = std::fs::write(&file, &text);
                     let lines: Vec<&str> = text.lines().collect();
                     let tail = &lines[lines.len().saturating_sub(TAIL_LINES)..];
@@ -88,7 +144,10 @@ async fn logs_of(client: &Client, ns: &str, pod: &Pod, dir: &Path, out: &mut Str
                     let _ = writeln!(out, "----- log {ns}/{name} [{container}{suffix}]: {e}");
                 }
                 Err(_) => {
-                    let _ = writeln!(out, "----- log {ns}/{name} [{container}{suffix}]: timed out");
+                    let _ = writeln!(
+                        out,
+                        "----- log {ns}/{name} [{container}{suffix}]: timed out"
+                    );
                 }
             }
         }
@@ -107,7 +166,14 @@ async fn describe(
     let file: PathBuf = dir.join(format!("{ns}.{name}.describe.txt"));
     let text = match &settings.kubectl {
         Some(kubectl) => {
-            match run(settings, kubectl, &["describe", "pod", "-n", ns, name], Duration::from_secs(30)).await {
+            match run(
+                settings,
+                kubectl,
+                &["describe", "pod", "-n", ns, name],
+                Duration::from_secs(30),
+            )
+            .await
+            {
                 Ok(o) => o.combined(),
                 Err(e) => format!("kubectl describe failed: {e}"),
             }
@@ -120,7 +186,11 @@ async fn describe(
         }
     };
     let _ = std::fs::write(&file, &text);
-    let _ = writeln!(out, "----- describe pod {ns}/{name} (also in {})", file.display());
+    let _ = writeln!(
+        out,
+        "----- describe pod {ns}/{name} (also in {})",
+        file.display()
+    );
     for l in text.lines() {
         let _ = writeln!(out, "    {l}");
     }
@@ -130,7 +200,12 @@ async fn pod_events(client: &Client, ns: &str, name: &str) -> String {
     let api: Api<Event> = Api::namespaced(client.clone(), ns);
     let lp = ListParams::default().fields(&format!("involvedObject.name={name}"));
     match api.list(&lp).await {
-        Ok(l) => l.items.iter().map(event_line).collect::<Vec<_>>().join("\n"),
+        Ok(l) => l
+            .items
+            .iter()
+            .map(event_line)
+            .collect::<Vec<_>>()
+            .join("\n"),
         Err(e) => format!("(events: {e})"),
     }
 }
@@ -162,5 +237,16 @@ async fn events(client: &Client, ns: &str, dir: &Path, out: &mut String) {
         Err(e) => {
             let _ = writeln!(out, "----- events in {ns}: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_colour_sequences_only() {
+        let raw = "\u{1b}[2m2026-11-26T07:21:17Z\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m app: [x] ok";
+        assert_eq!(strip_ansi(raw), "2026-11-26T07:21:17Z  INFO app: [x] ok");
     }
 }

@@ -57,7 +57,9 @@ pub enum K8sError {
     },
     #[error("bad manifest ({what}): {reason}")]
     Manifest { what: String, reason: String },
-    #[error("timed out after {waited:?} ({attempts} attempts) waiting for {what}; last seen: {last}")]
+    #[error(
+        "timed out after {waited:?} ({attempts} attempts) waiting for {what}; last seen: {last}"
+    )]
     Timeout {
         what: String,
         waited: Duration,

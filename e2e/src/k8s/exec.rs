@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, AttachParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use kube::Client;
+use kube::api::{Api, AttachParams};
 use tokio::io::AsyncReadExt;
 
 use super::K8sError;
@@ -62,8 +63,12 @@ pub async fn exec(
             .await
             .map_err(|e| err(e.to_string()))?;
         let status = proc.take_status();
-        let mut out = proc.stdout().ok_or_else(|| err("no stdout stream".into()))?;
-        let mut errs = proc.stderr().ok_or_else(|| err("no stderr stream".into()))?;
+        let mut out = proc
+            .stdout()
+            .ok_or_else(|| err("no stdout stream".into()))?;
+        let mut errs = proc
+            .stderr()
+            .ok_or_else(|| err("no stderr stream".into()))?;
         let (mut o, mut e) = (Vec::new(), Vec::new());
         let (ro, re) = tokio::join!(out.read_to_end(&mut o), errs.read_to_end(&mut e));
         ro.map_err(|x| err(format!("reading stdout: {x}")))?;
@@ -86,43 +91,53 @@ pub async fn exec(
 
 /// The exit code in the `Status` the API server sends at the end of an exec: `Success`, or a
 /// `Failure` whose `NonZeroExitCode` details carry an `ExitCode` cause.
-fn exit_code(status: &kube::core::Status) -> Option<i32> {
-    if status.is_success() {
+fn exit_code(status: &Status) -> Option<i32> {
+    if status.status.as_deref() == Some("Success") {
         return Some(0);
     }
     status
         .details
         .as_ref()?
         .causes
+        .as_ref()?
         .iter()
-        .find(|c| c.reason == "ExitCode")
-        .and_then(|c| c.message.parse().ok())
+        .find(|c| c.reason.as_deref() == Some("ExitCode"))
+        .and_then(|c| c.message.as_deref()?.parse().ok())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kube::core::response::{StatusCause, StatusDetails};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{StatusCause, StatusDetails};
+
+    fn failure(reason: &str, causes: Option<Vec<StatusCause>>) -> Status {
+        Status {
+            status: Some("Failure".into()),
+            reason: Some(reason.into()),
+            details: Some(StatusDetails {
+                causes,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
 
     #[test]
     fn reads_the_exit_code_of_a_failure() {
-        let ok = kube::core::Status::success();
+        let ok = Status {
+            status: Some("Success".into()),
+            ..Default::default()
+        };
         assert_eq!(exit_code(&ok), Some(0));
-        let failed = kube::core::Status::failure("command terminated with non-zero exit code", "NonZeroExitCode")
-            .with_details(StatusDetails {
-                causes: vec![StatusCause {
-                    reason: "ExitCode".into(),
-                    message: "22".into(),
-                    field: String::new(),
-                }],
-                name: String::new(),
-                group: String::new(),
-                kind: String::new(),
-                uid: String::new(),
-                retry_after_seconds: 0,
-            });
-        assert_eq!(exit_code(&failed), Some(22));
-        let unknown = kube::core::Status::failure("internal error", "InternalError");
-        assert_eq!(exit_code(&unknown), None);
+        let cause = StatusCause {
+            reason: Some("ExitCode".into()),
+            message: Some("22".into()),
+            field: None,
+        };
+        assert_eq!(
+            exit_code(&failure("NonZeroExitCode", Some(vec![cause]))),
+            Some(22)
+        );
+        assert_eq!(exit_code(&failure("InternalError", None)), None);
     }
 }

@@ -43,9 +43,17 @@ pub async fn ztunnels(client: &Client, istio_ns: &str) -> Result<Vec<Pod>, K8sEr
 
 /// Metrics of one pod's port 15020.
 pub async fn pod_metrics(client: &Client, namespace: &str, pod: &str) -> Result<Metrics, K8sError> {
-    let text = forward::http_get_ok(client, namespace, pod, METRICS_PORT, "/metrics", SCRAPE_TIMEOUT)
-        .await?;
-    Metrics::parse(&text).map_err(|e| K8sError::Invalid(format!("metrics of {namespace}/{pod}: {e}")))
+    let text = forward::http_get_ok(
+        client,
+        namespace,
+        pod,
+        METRICS_PORT,
+        "/metrics",
+        SCRAPE_TIMEOUT,
+    )
+    .await?;
+    Metrics::parse(&text)
+        .map_err(|e| K8sError::Invalid(format!("metrics of {namespace}/{pod}: {e}")))
 }
 
 /// The samples of every ztunnel, together (each node's ztunnel counts its own pods).

@@ -6,9 +6,9 @@
 use std::path::Path;
 use std::time::Duration;
 
+use super::K8sError;
 use super::settings::NodeAccess;
 use super::tools::{CommandOutput, run_with_env};
-use super::K8sError;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -38,8 +38,10 @@ impl NodeShell {
         match &self.access {
             NodeAccess::Host => run_with_env(Path::new("sh"), &["-c", script], &[], TIMEOUT).await,
             NodeAccess::Prefix(prefix) => {
-                let words: Vec<String> =
-                    prefix.iter().map(|w| w.replace("{node}", &self.node)).collect();
+                let words: Vec<String> = prefix
+                    .iter()
+                    .map(|w| w.replace("{node}", &self.node))
+                    .collect();
                 let (program, rest) = words.split_first().ok_or_else(|| {
                     K8sError::Invalid("MESH_E2E_NODE_EXEC is an empty command".into())
                 })?;

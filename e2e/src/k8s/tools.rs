@@ -55,7 +55,13 @@ pub async fn run(
     args: &[&str],
     timeout: Duration,
 ) -> Result<CommandOutput, K8sError> {
-    run_with_env(program, args, &[("KUBECONFIG", settings.kubeconfig.as_os_str())], timeout).await
+    run_with_env(
+        program,
+        args,
+        &[("KUBECONFIG", settings.kubeconfig.as_os_str())],
+        timeout,
+    )
+    .await
 }
 
 /// Runs `program args...` with extra environment, for at most `timeout` (then killed).

@@ -7,7 +7,11 @@ use super::K8sError;
 
 /// Calls `check` until it returns `Ok` or `timeout` passes. `Err(text)` describes what was seen
 /// and ends up in the timeout error. The interval grows from 200 ms to 2 s.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T, K8sError>
+pub async fn eventually<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    mut check: F,
+) -> Result<T, K8sError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, String>>,
@@ -46,7 +50,13 @@ mod tests {
         let v = eventually("n reaches 3", Duration::from_secs(10), || {
             n += 1;
             let now = n;
-            async move { if now >= 3 { Ok(now) } else { Err(format!("n = {now}")) } }
+            async move {
+                if now >= 3 {
+                    Ok(now)
+                } else {
+                    Err(format!("n = {now}"))
+                }
+            }
         })
         .await
         .unwrap();
@@ -61,6 +71,9 @@ mod tests {
         .await
         .unwrap_err();
         let text = e.to_string();
-        assert!(text.contains("never") && text.contains("still no"), "{text}");
+        assert!(
+            text.contains("never") && text.contains("still no"),
+            "{text}"
+        );
     }
 }

@@ -3,8 +3,8 @@
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams};
 use kube::Client;
+use kube::api::{Api, ListParams};
 
 use super::K8sError;
 
@@ -47,7 +47,11 @@ pub fn node(pod: &Pod) -> Option<&str> {
 }
 
 pub fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
-    pod.metadata.annotations.as_ref()?.get(key).map(String::as_str)
+    pod.metadata
+        .annotations
+        .as_ref()?
+        .get(key)
+        .map(String::as_str)
 }
 
 /// Whether the pod's `Ready` condition is true.
@@ -78,7 +82,11 @@ pub fn summary(pod: &Pod) -> String {
                 .filter_map(|c| {
                     let st = c.state.as_ref()?;
                     if let Some(w) = &st.waiting {
-                        Some(format!("{} waiting: {}", c.name, w.reason.as_deref().unwrap_or("?")))
+                        Some(format!(
+                            "{} waiting: {}",
+                            c.name,
+                            w.reason.as_deref().unwrap_or("?")
+                        ))
                     } else {
                         st.terminated.as_ref().map(|t| {
                             format!(
@@ -113,9 +121,12 @@ pub async fn deployment_ready(client: &Client, namespace: &str, name: &str) -> R
         .await
         .map_err(|e| format!("get deployment {namespace}/{name}: {e}"))?
         .ok_or_else(|| format!("deployment {namespace}/{name} does not exist"))?;
-    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let want = d.spec.replicas.unwrap_or(1);
     let st = d.status.unwrap_or_default();
-    let (ready, updated) = (st.ready_replicas.unwrap_or(0), st.updated_replicas.unwrap_or(0));
+    let (ready, updated) = (
+        st.ready_replicas.unwrap_or(0),
+        st.updated_replicas.unwrap_or(0),
+    );
     let observed = st.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0);
     if observed && ready >= want && updated >= want {
         Ok(())

@@ -170,7 +170,13 @@ fn draw_shapes(
             RGBColor(r, g, b).filled(),
         ))
         .map_err(chart_err)?;
-        labels.push(Label::new(x + 18, y + 1, s.name.clone(), 13.0, Anchor::Left));
+        labels.push(Label::new(
+            x + 18,
+            y + 1,
+            s.name.clone(),
+            13.0,
+            Anchor::Left,
+        ));
     }
     labels.push(Label::new(
         ((x0 + x1) / 2) as i32,
@@ -345,8 +351,14 @@ mod tests {
             date: "2030-01-02".into(),
             dataplane: Some(Dataplane {
                 latency: vec![
-                    PathLatency { path: MeshPath::NoMesh, latency: lat(200.0) },
-                    PathLatency { path: MeshPath::L4, latency: lat(260.0) },
+                    PathLatency {
+                        path: MeshPath::NoMesh,
+                        latency: lat(200.0),
+                    },
+                    PathLatency {
+                        path: MeshPath::L4,
+                        latency: lat(260.0),
+                    },
                 ],
                 l7_unavailable: Some("no waypoint binary".into()),
                 throughput: vec![
@@ -363,8 +375,10 @@ mod tests {
 
     #[test]
     fn renders_a_png_with_bars_and_text() {
-        let path = std::env::temp_dir().join(format!("mesh-bench-chart-{}.png", std::process::id()));
-        render(&sample(), &path).expect("chart rendered (needs a TrueType font: fonts-dejavu-core)");
+        let path =
+            std::env::temp_dir().join(format!("mesh-bench-chart-{}.png", std::process::id()));
+        render(&sample(), &path)
+            .expect("chart rendered (needs a TrueType font: fonts-dejavu-core)");
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
         let decoder = png::Decoder::new(std::io::Cursor::new(&bytes));
@@ -384,7 +398,10 @@ mod tests {
 
     #[test]
     fn nothing_to_chart_is_an_error() {
-        let e = render(&BenchResults::default(), std::path::Path::new("/nonexistent/x.png"));
+        let e = render(
+            &BenchResults::default(),
+            std::path::Path::new("/nonexistent/x.png"),
+        );
         assert!(e.unwrap_err().to_string().contains("no data-plane figures"));
     }
 }

@@ -20,7 +20,12 @@ pub struct Background {
 }
 
 impl Background {
-    pub fn spawn(name: &str, program: &Path, args: &[String], log: &Path) -> Result<Self, BenchError> {
+    pub fn spawn(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        log: &Path,
+    ) -> Result<Self, BenchError> {
         let open = || {
             std::fs::OpenOptions::new()
                 .create(true)

@@ -64,7 +64,12 @@ impl Scale {
 
     /// `10.100.x.y`, distinct for up to 62,500 pods.
     pub fn pod_ip(index: usize) -> Ipv4Addr {
-        Ipv4Addr::new(10, 100 + (index / 62_500) as u8, ((index / 250) % 250) as u8, (index % 250) as u8 + 1)
+        Ipv4Addr::new(
+            10,
+            100 + (index / 62_500) as u8,
+            ((index / 250) % 250) as u8,
+            (index % 250) as u8 + 1,
+        )
     }
 
     pub fn service_vip(index: usize) -> Ipv4Addr {
@@ -94,7 +99,12 @@ impl Scale {
 }
 
 /// Writes (or rewrites) pod `index` with `version`.
-pub fn write_pod(dir: &ConfigDir, scale: &Scale, index: usize, version: &str) -> Result<(), ManifestError> {
+pub fn write_pod(
+    dir: &ConfigDir,
+    scale: &Scale,
+    index: usize,
+    version: &str,
+) -> Result<(), ManifestError> {
     let m = scale.pod_manifest(index, version);
     dir.write_object(
         &manifests::object_file("Pod", &m.namespace, &m.name),
@@ -111,7 +121,10 @@ pub fn write_all(dir: &ConfigDir, scale: &Scale) -> Result<(), ManifestError> {
     )]);
     for n in 0..scale.namespaces {
         let ns = format!("cp-{n}");
-        dir.write_object(&manifests::object_file("Namespace", "", &ns), &manifests::namespace(&ns, &ambient))?;
+        dir.write_object(
+            &manifests::object_file("Namespace", "", &ns),
+            &manifests::namespace(&ns, &ambient),
+        )?;
     }
     for s in 0..scale.services {
         let name = format!("svc-{s}");
@@ -144,7 +157,8 @@ mod tests {
         assert_eq!(s.node_name(9), "node10");
         let ips: std::collections::BTreeSet<Ipv4Addr> = (0..s.pods).map(Scale::pod_ip).collect();
         assert_eq!(ips.len(), s.pods);
-        let vips: std::collections::BTreeSet<Ipv4Addr> = (0..s.services).map(Scale::service_vip).collect();
+        let vips: std::collections::BTreeSet<Ipv4Addr> =
+            (0..s.services).map(Scale::service_vip).collect();
         assert_eq!(vips.len(), s.services);
         let m = s.pod_manifest(42, "v7");
         assert_eq!(m.labels["version"], "v7");

@@ -5,8 +5,7 @@
 //!   revision on its workload); the time runs from the write until the last subscriber has
 //!   received the changed workload (each ACKs right after). Repeated for each change, with a
 //!   random pause so changes do not lock onto istiod's directory-poll period. Measured with
-//!   istiod's default settings, then with a short poll interval and debounce (which shows what
-//!   the push pipeline itself costs).
+//!   istiod's default settings, and on request also with a short poll interval and debounce.
 //! - istiod's RSS with every subscriber synced, and a real ztunnel's RSS once it holds every
 //!   workload (no ZDS: it serves no pod, it only holds the state).
 
@@ -28,6 +27,7 @@ use manifests::Scale;
 use subscribers::{Awaited, Subscribers};
 
 use super::error::BenchError;
+use super::perf;
 use super::procstat::{self, Meter, Watched};
 use super::report::model::{ControlPlane, PushRun};
 use crate::harness::manifests::ConfigDir;
@@ -52,6 +52,8 @@ pub struct CpOptions {
     pub fast_run: bool,
     pub trust_domain: String,
     pub keep: bool,
+    /// Profile istiod with perf during the first change series into this directory.
+    pub profile_dir: Option<PathBuf>,
 }
 
 /// One istiod configuration: label, poll and debounce (None: istiod's defaults).
@@ -83,7 +85,10 @@ struct NetnsGuard(String);
 impl Drop for NetnsGuard {
     fn drop(&mut self) {
         if let Err(e) = netns::delete(&self.0) {
-            eprintln!("mesh-bench: cannot delete network namespace {}: {e}", self.0);
+            eprintln!(
+                "mesh-bench: cannot delete network namespace {}: {e}",
+                self.0
+            );
         }
     }
 }
@@ -111,7 +116,11 @@ pub fn run(o: &CpOptions) -> Result<ControlPlane, BenchError> {
         rt.block_on(scenario(&o2, &dir2))
     })
     .join()
-    .unwrap_or_else(|_| Err(BenchError::ControlPlane("the benchmark thread panicked".into())));
+    .unwrap_or_else(|_| {
+        Err(BenchError::ControlPlane(
+            "the benchmark thread panicked".into(),
+        ))
+    });
     if o.keep {
         eprintln!("mesh-bench: control-plane files kept in {}", dir.display());
     } else {
@@ -126,8 +135,12 @@ async fn get(url: &str) -> Result<Response, BenchError> {
     tokio::task::spawn_blocking(move || {
         let fail = |e: String| BenchError::tool("HTTP GET", format!("{url}: {e}"));
         let parsed = Url::parse(&url).map_err(|e| fail(e.to_string()))?;
-        let addr: SocketAddr = parsed.authority().parse().map_err(|_| fail("not an IP address".into()))?;
-        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| fail(e.to_string()))?;
+        let addr: SocketAddr = parsed
+            .authority()
+            .parse()
+            .map_err(|_| fail("not an IP address".into()))?;
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+            .map_err(|e| fail(e.to_string()))?;
         let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
         http1::get(stream, &parsed.authority(), &parsed.path, &[]).map_err(|e| fail(e.to_string()))
     })
@@ -158,7 +171,12 @@ fn istiod_args(o: &CpOptions, dir: &Path, s: &Setting) -> Vec<String> {
     .map(|s| s.to_string())
     .collect();
     if let Some((poll, debounce)) = s.flags {
-        args.extend(["--config-poll-interval".into(), poll.into(), "--debounce-after".into(), debounce.into()]);
+        args.extend([
+            "--config-poll-interval".into(),
+            poll.into(),
+            "--debounce-after".into(),
+            debounce.into(),
+        ]);
     }
     args
 }
@@ -186,7 +204,11 @@ fn procstat_log(b: &Background) -> String {
     crate::harness::process::tail_file(&b.log, 10)
 }
 
-async fn wait_synced(istiod: &mut Background, subs: &Subscribers, want: usize) -> Result<(), BenchError> {
+async fn wait_synced(
+    istiod: &mut Background,
+    subs: &Subscribers,
+    want: usize,
+) -> Result<(), BenchError> {
     let start = Instant::now();
     while subs.shared.min_held() < want {
         istiod.check_running()?;
@@ -203,7 +225,13 @@ async fn wait_synced(istiod: &mut Background, subs: &Subscribers, want: usize) -
 }
 
 /// The change series of one setting.
-async fn changes(o: &CpOptions, cfg: &ConfigDir, subs: &Subscribers, run: usize, s: &Setting) -> Result<PushRun, BenchError> {
+async fn changes(
+    o: &CpOptions,
+    cfg: &ConfigDir,
+    subs: &Subscribers,
+    run: usize,
+    s: &Setting,
+) -> Result<PushRun, BenchError> {
     let mut out = PushRun {
         label: s.label.to_string(),
         poll_ms: s.poll_ms,
@@ -219,10 +247,12 @@ async fn changes(o: &CpOptions, cfg: &ConfigDir, subs: &Subscribers, run: usize,
             revision: revision.clone(),
         });
         let t0 = Instant::now();
-        manifests::write_pod(cfg, &o.scale, index, &revision).map_err(crate::harness::HarnessError::from)?;
+        manifests::write_pod(cfg, &o.scale, index, &revision)
+            .map_err(crate::harness::HarnessError::from)?;
         loop {
             if let Some(t) = subs.shared.all_arrived() {
-                out.samples_ms.push(t.saturating_duration_since(t0).as_secs_f64() * 1000.0);
+                out.samples_ms
+                    .push(t.saturating_duration_since(t0).as_secs_f64() * 1000.0);
                 break;
             }
             if t0.elapsed() > CHANGE_TIMEOUT {
@@ -257,7 +287,12 @@ fn ztunnel_acked(xds: &Value, want: usize) -> bool {
 
 /// Starts a ztunnel against istiod, waits until it has ACKed every address, and reads its RSS
 /// (then counts the workloads in its config dump).
-async fn ztunnel_rss(o: &CpOptions, dir: &Path, istiod: &mut Background, want: usize) -> Result<(u64, usize), BenchError> {
+async fn ztunnel_rss(
+    o: &CpOptions,
+    dir: &Path,
+    istiod: &mut Background,
+    want: usize,
+) -> Result<(u64, usize), BenchError> {
     let args: Vec<String> = [
         "--node-name",
         "node1",
@@ -281,7 +316,12 @@ async fn ztunnel_rss(o: &CpOptions, dir: &Path, istiod: &mut Background, want: u
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let mut zt = Background::spawn("ztunnel", &o.bin_dir.join("ztunnel"), &args, &dir.join("ztunnel.log"))?;
+    let mut zt = Background::spawn(
+        "ztunnel",
+        &o.bin_dir.join("ztunnel"),
+        &args,
+        &dir.join("ztunnel.log"),
+    )?;
     let start = Instant::now();
     loop {
         zt.check_running()?;
@@ -307,7 +347,10 @@ async fn ztunnel_rss(o: &CpOptions, dir: &Path, istiod: &mut Background, want: u
     let rss = procstat::rss_kib(zt.pid())?;
     let dump = get(&format!("http://{ZTUNNEL_ADMIN}/config_dump")).await?;
     let v: Value = serde_json::from_slice(&dump.body)?;
-    let workloads = v["state"]["workloads"].as_array().map_or(0, Vec::len);
+    let workloads = v["workloads"]
+        .as_array()
+        .or_else(|| v["state"]["workloads"].as_array())
+        .map_or(0, Vec::len);
     Ok((rss, workloads))
 }
 
@@ -339,8 +382,28 @@ async fn scenario(o: &CpOptions, dir: &Path) -> Result<ControlPlane, BenchError>
             cp.initial_sync_seconds = started.elapsed().as_secs_f64();
         }
         let meter = Meter::start(&[Watched::new("istiod", istiod.pid())])?;
+        let recording = match (&o.profile_dir, i) {
+            (Some(d), 0) => {
+                std::fs::create_dir_all(d)
+                    .map_err(BenchError::io(format!("creating {}", d.display())))?;
+                Some((
+                    perf::Recording::start(istiod.pid(), &d.join("istiod-changes.data"))?,
+                    d,
+                ))
+            }
+            _ => None,
+        };
         let mut run = changes(o, &cfg, &subs, i, s).await?;
         let usage = meter.finish()?;
+        if let Some((rec, d)) = recording {
+            let title = format!(
+                "istiod, {} manifest changes, {} pods",
+                o.changes, o.scale.pods
+            );
+            if let Err(e) = rec.finish(&d.join("istiod-changes.txt"), &title) {
+                eprintln!("mesh-bench: istiod profile: {e}");
+            }
+        }
         run.istiod_cpu_seconds = usage.first().map_or(0.0, |u| u.cpu_seconds);
         if i == 0 {
             cp.istiod_rss_kib = usage.first().map_or(0, |u| u.rss_max_kib);

@@ -50,7 +50,12 @@ impl Shared {
     /// The last arrival once every subscriber has received the awaited workload.
     pub fn all_arrived(&self) -> Option<Instant> {
         let arrivals = self.arrivals.lock();
-        arrivals.iter().copied().collect::<Option<Vec<_>>>()?.into_iter().max()
+        arrivals
+            .iter()
+            .copied()
+            .collect::<Option<Vec<_>>>()?
+            .into_iter()
+            .max()
     }
 
     pub fn arrived_count(&self) -> usize {
@@ -70,7 +75,12 @@ struct Handler {
 }
 
 impl ClientHandler for Handler {
-    fn apply(&self, type_url: &str, updated: Vec<Resource>, removed: Vec<String>) -> Result<(), String> {
+    fn apply(
+        &self,
+        type_url: &str,
+        updated: Vec<Resource>,
+        removed: Vec<String>,
+    ) -> Result<(), String> {
         if type_url != type_url::ADDRESS {
             return Ok(());
         }
@@ -158,7 +168,11 @@ impl Subscribers {
                     .await;
             }));
         }
-        Self { shared, stop, tasks }
+        Self {
+            shared,
+            stop,
+            tasks,
+        }
     }
 
     pub async fn stop(self) {

@@ -66,8 +66,12 @@ pub(super) fn all(
 
     machine::phase(loads, "connection setup");
     let mut cs = ConnectionSetup {
-        plain_tcp: note(errors, "connection rate, no mesh", bed.conn_rate(&bed.plain, &[]))
-            .map(|(r, _)| r),
+        plain_tcp: note(
+            errors,
+            "connection rate, no mesh",
+            bed.conn_rate(&bed.plain, &[]),
+        )
+        .map(|(r, _)| r),
         ..Default::default()
     };
     if let Some((r, usage)) = note(
@@ -124,7 +128,11 @@ impl Bed<'_> {
         let url = |ip: std::net::Ipv4Addr| format!("http://{ip}:{}/", fortio::HTTP_PORT);
         let (client, url, watched) = match path {
             Path::NoMesh => (&self.plain.client, url(self.plain.server.ip), Vec::new()),
-            Path::L4 => (&self.mesh.client, url(self.mesh.server.ip), self.ztunnels.clone()),
+            Path::L4 => (
+                &self.mesh.client,
+                url(self.mesh.server.ip),
+                self.ztunnels.clone(),
+            ),
             Path::L7 => {
                 let w = self
                     .waypoint
@@ -153,7 +161,11 @@ impl Bed<'_> {
     }
 
     /// iperf3 over `streams` connections.
-    pub(super) fn throughput(&self, path: Path, streams: u32) -> Result<PathThroughput, BenchError> {
+    pub(super) fn throughput(
+        &self,
+        path: Path,
+        streams: u32,
+    ) -> Result<PathThroughput, BenchError> {
         let (pair, watched) = match path {
             Path::NoMesh => (&self.plain, Vec::new()),
             Path::L4 => (&self.mesh, self.ztunnels.clone()),
@@ -167,10 +179,9 @@ impl Bed<'_> {
             .exec_timeout(&pair.client, &strs(&args), iperf::deadline(secs))?;
         let proxies = meter.finish()?;
         let throughput = iperf::parse(&out.stdout).map_err(|e| match e {
-            BenchError::Parse { .. } => BenchError::tool(
-                "iperf3",
-                format!("{e}; stderr: {}", tail(&out.stderr)),
-            ),
+            BenchError::Parse { .. } => {
+                BenchError::tool("iperf3", format!("{e}; stderr: {}", tail(&out.stderr)))
+            }
             other => other,
         })?;
         Ok(PathThroughput {
@@ -210,7 +221,10 @@ impl Bed<'_> {
             if procstat::find_in_netns(&self.mesh.client.netns, "mesh-bench").is_empty()
                 && start.elapsed() > Duration::from_secs(2)
             {
-                break Err(BenchError::tool("mesh-bench hold", format!("exited:\n{}", tail_file(&app.log, 10))));
+                break Err(BenchError::tool(
+                    "mesh-bench hold",
+                    format!("exited:\n{}", tail_file(&app.log, 10)),
+                ));
             }
             if start.elapsed() > HOLD_TIMEOUT {
                 break Err(BenchError::Timeout {

@@ -124,7 +124,13 @@ fn start_servers(c: &Cluster, o: &DataplaneOptions, pod: &Pod) -> Result<(), Ben
         "--port".into(),
         ECHO_PORT.to_string(),
     ];
-    start_server(c, pod, "fortio-server", &fortio::server_args(&o.fortio), fortio::HTTP_PORT)?;
+    start_server(
+        c,
+        pod,
+        "fortio-server",
+        &fortio::server_args(&o.fortio),
+        fortio::HTTP_PORT,
+    )?;
     start_server(c, pod, "iperf3-server", &iperf::server_args(), iperf::PORT)?;
     start_server(c, pod, "echo-server", &echo, ECHO_PORT)
 }

@@ -61,7 +61,14 @@ pub fn render(r: &BenchResults, chart: Option<&str>) -> String {
     }
     out.push_str("### Targets\n\n| target | goal | measured | met |\n|---|---|---|---|\n");
     for t in targets::evaluate(r) {
-        let _ = writeln!(out, "| {} | {} | {} | {} |", t.name, t.goal, t.measured, met(&t));
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} |",
+            t.name,
+            t.goal,
+            t.measured,
+            met(&t)
+        );
     }
     out.push('\n');
     if !r.errors.is_empty() {
@@ -86,7 +93,9 @@ fn dataplane(out: &mut String, r: &BenchResults, d: &Dataplane) {
     let base = d.latency.iter().find(|l| l.path == Path::NoMesh);
     for l in &d.latency {
         let added = match base {
-            Some(b) if l.path != Path::NoMesh => format!("{:+.0} µs", l.latency.p99_us - b.latency.p99_us),
+            Some(b) if l.path != Path::NoMesh => {
+                format!("{:+.0} µs", l.latency.p99_us - b.latency.p99_us)
+            }
             _ => "–".into(),
         };
         let x = &l.latency;
@@ -105,7 +114,11 @@ fn dataplane(out: &mut String, r: &BenchResults, d: &Dataplane) {
     }
     if let Some(why) = &d.l7_unavailable {
         let first = why.lines().next().unwrap_or_default();
-        let _ = writeln!(out, "| {} | waypoint not available: {first} | | | | | | |", Path::L7.describe());
+        let _ = writeln!(
+            out,
+            "| {} | waypoint not available: {first} | | | | | | |",
+            Path::L7.describe()
+        );
     }
     out.push('\n');
 
@@ -117,7 +130,10 @@ fn dataplane(out: &mut String, r: &BenchResults, d: &Dataplane) {
     out.push_str("| path | 1 connection | 8 connections |\n|---|---|---|\n");
     for path in [Path::NoMesh, Path::L4] {
         let cell = |streams: u32| {
-            let t = d.throughput.iter().find(|t| t.path == path && t.streams == streams);
+            let t = d
+                .throughput
+                .iter()
+                .find(|t| t.path == path && t.streams == streams);
             let base = d
                 .throughput
                 .iter()
@@ -188,13 +204,18 @@ fn dataplane(out: &mut String, r: &BenchResults, d: &Dataplane) {
     }
 
     let cs = &d.connection_setup;
-    out.push_str("### Connection setup\n\n| what | per second | errors | notes |\n|---|---|---|---|\n");
+    out.push_str(
+        "### Connection setup\n\n| what | per second | errors | notes |\n|---|---|---|---|\n",
+    );
     let rate = |r: &Option<super::super::tools::RateReport>| match r {
         Some(r) => (format!("{:.0}", r.per_second), r.errors.to_string()),
         None => ("not measured".into(), "–".into()),
     };
     let (v, e) = rate(&cs.plain_tcp);
-    let _ = writeln!(out, "| new TCP connections, no mesh | {v} | {e} | connect, 1-byte echo, close |");
+    let _ = writeln!(
+        out,
+        "| new TCP connections, no mesh | {v} | {e} | connect, 1-byte echo, close |"
+    );
     let (v, e) = rate(&cs.mesh_tcp);
     let busy: Vec<String> = cs
         .mesh_tcp_proxies
@@ -231,16 +252,25 @@ fn control_plane(out: &mut String, cp: &ControlPlane) {
          the last subscriber has received (and so ACKs) the changed workload.\n",
         cp.pods, cp.services, cp.nodes, cp.subscribers, cp.initial_sync_seconds
     );
-    out.push_str("| istiod setting | changes | p50 | p99 | max | timeouts |\n|---|---|---|---|---|---|\n");
+    out.push_str(
+        "| istiod setting | changes | p50 | p99 | max | timeouts | istiod CPU per change |\n\
+         |---|---|---|---|---|---|---|\n",
+    );
     for run in &cp.runs {
         let p = |x: f64| {
             run.percentile(x)
                 .map(|v| format!("{v:.0} ms"))
                 .unwrap_or_else(|| "–".into())
         };
+        let n = run.samples_ms.len() + run.timeouts as usize;
+        let cpu = if n > 0 {
+            format!("{:.2} s", run.istiod_cpu_seconds / n as f64)
+        } else {
+            "–".into()
+        };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {cpu} |",
             run.label,
             run.samples_ms.len(),
             p(50.0),
@@ -253,7 +283,9 @@ fn control_plane(out: &mut String, cp: &ControlPlane) {
         (Some(k), _) => format!(
             "{} ({} workloads)",
             mib(k),
-            cp.ztunnel_workloads.map(|w| w.to_string()).unwrap_or_else(|| "?".into())
+            cp.ztunnel_workloads
+                .map(|w| w.to_string())
+                .unwrap_or_else(|| "?".into())
         ),
         (None, Some(e)) => format!("not measured: {}", e.lines().next().unwrap_or_default()),
         (None, None) => "not measured".into(),

@@ -41,7 +41,11 @@ pub fn write_all(
         .map_err(BenchError::io(format!("creating {}", out_dir.display())))?;
     let mut written = Written::default();
     let json = serde_json::to_vec_pretty(r)?;
-    write(&out_dir.join(format!("{}.json", r.date)), &json, &mut written)?;
+    write(
+        &out_dir.join(format!("{}.json", r.date)),
+        &json,
+        &mut written,
+    )?;
 
     let png = out_dir.join(format!("{}.png", r.date));
     let latest_png = out_dir.join("latest.png");

@@ -52,7 +52,12 @@ fn throughput_ratio(d: &Dataplane, streams: u32) -> Option<f64> {
 }
 
 /// Worst (largest) of a proxy kind's figure under a path's load.
-fn worst_cost(d: &Dataplane, path: Path, proxy: &str, f: impl Fn(&super::model::ProxyCost) -> f64) -> Option<f64> {
+fn worst_cost(
+    d: &Dataplane,
+    path: Path,
+    proxy: &str,
+    f: impl Fn(&super::model::ProxyCost) -> f64,
+) -> Option<f64> {
     d.cost
         .iter()
         .filter(|c| c.path == path && c.usage.label.starts_with(proxy))
@@ -68,28 +73,76 @@ pub fn evaluate(r: &BenchResults) -> Vec<Target> {
     let vcpu = |v: f64| (v, format!("{v:.3} vCPU"));
     let mib = |kib: f64| (kib / MIB, format!("{:.1} MiB", kib / MIB));
     let mut out = vec![
-        row("L4 added latency, p99", "≤ 100 µs", d.and_then(|d| added_p99(d, Path::L4)).map(us), |v| v <= 100.0),
-        row("L4 throughput, 1 connection", "≥ 25% of no mesh", d.and_then(|d| throughput_ratio(d, 1)).map(pct), |v| v >= 0.25),
-        row("L4 throughput, 8 connections", "≥ 35% of no mesh", d.and_then(|d| throughput_ratio(d, 8)).map(pct), |v| v >= 0.35),
-        row("ztunnel CPU at 1,000 req/s", "< 0.04 vCPU", d.and_then(|d| worst_cost(d, Path::L4, "ztunnel", |c| c.cpu_seconds_per_1k())).map(vcpu), |v| v < 0.04),
-        row("ztunnel RSS under load", "< 10 MiB", d.and_then(|d| worst_cost(d, Path::L4, "ztunnel", |c| c.usage.rss_max_kib as f64)).map(mib), |v| v < 10.0),
+        row(
+            "L4 added latency, p99",
+            "≤ 100 µs",
+            d.and_then(|d| added_p99(d, Path::L4)).map(us),
+            |v| v <= 100.0,
+        ),
+        row(
+            "L4 throughput, 1 connection",
+            "≥ 25% of no mesh",
+            d.and_then(|d| throughput_ratio(d, 1)).map(pct),
+            |v| v >= 0.25,
+        ),
+        row(
+            "L4 throughput, 8 connections",
+            "≥ 35% of no mesh",
+            d.and_then(|d| throughput_ratio(d, 8)).map(pct),
+            |v| v >= 0.35,
+        ),
+        row(
+            "ztunnel CPU at 1,000 req/s",
+            "< 0.04 vCPU",
+            d.and_then(|d| worst_cost(d, Path::L4, "ztunnel", |c| c.cpu_seconds_per_1k()))
+                .map(vcpu),
+            |v| v < 0.04,
+        ),
+        row(
+            "ztunnel RSS under load",
+            "< 10 MiB",
+            d.and_then(|d| worst_cost(d, Path::L4, "ztunnel", |c| c.usage.rss_max_kib as f64))
+                .map(mib),
+            |v| v < 10.0,
+        ),
         row(
             "ztunnel memory per idle connection",
             "< 4 KiB",
             d.and_then(|d| {
                 let ic = d.idle_connections.as_ref()?;
-                ic.proxies.iter().map(|p| p.bytes_per_connection(ic.held)).reduce(f64::max)
+                ic.proxies
+                    .iter()
+                    .map(|p| p.bytes_per_connection(ic.held))
+                    .reduce(f64::max)
             })
             .map(|b| (b / 1024.0, format!("{:.2} KiB", b / 1024.0))),
             |v| v < 4.0,
         ),
-        row("waypoint CPU at 1,000 req/s", "< 0.15 vCPU", d.and_then(|d| worst_cost(d, Path::L7, "waypoint", |c| c.cpu_seconds_per_1k())).map(vcpu), |v| v < 0.15),
-        row("waypoint RSS under load", "< 25 MiB", d.and_then(|d| worst_cost(d, Path::L7, "waypoint", |c| c.usage.rss_max_kib as f64)).map(mib), |v| v < 25.0),
-        row("L7 added latency, p99", "≤ 300 µs", d.and_then(|d| added_p99(d, Path::L7)).map(us), |v| v <= 300.0),
+        row(
+            "waypoint CPU at 1,000 req/s",
+            "< 0.15 vCPU",
+            d.and_then(|d| worst_cost(d, Path::L7, "waypoint", |c| c.cpu_seconds_per_1k()))
+                .map(vcpu),
+            |v| v < 0.15,
+        ),
+        row(
+            "waypoint RSS under load",
+            "< 25 MiB",
+            d.and_then(|d| worst_cost(d, Path::L7, "waypoint", |c| c.usage.rss_max_kib as f64))
+                .map(mib),
+            |v| v < 25.0,
+        ),
+        row(
+            "L7 added latency, p99",
+            "≤ 300 µs",
+            d.and_then(|d| added_p99(d, Path::L7)).map(us),
+            |v| v <= 300.0,
+        ),
         row(
             "new HBONE connections per core",
             "≥ 3,000 /s",
-            d.and_then(|d| d.connection_setup.hbone_per_core()).map(|v| (v, format!("{v:.0} /s"))),
+            d.and_then(|d| d.connection_setup.hbone_per_core())
+                .map(|v| (v, format!("{v:.0} /s"))),
             |v| v >= 3000.0,
         ),
     ];
@@ -98,10 +151,23 @@ pub fn evaluate(r: &BenchResults) -> Vec<Target> {
     out.push(row(
         "control plane change → ACK, p99 (10k pods)",
         "< 100 ms",
-        default_run.and_then(|run| run.percentile(99.0)).map(|v| (v, format!("{v:.0} ms ({})", default_run.map(|r| r.label.as_str()).unwrap_or("")))),
+        default_run.and_then(|run| run.percentile(99.0)).map(|v| {
+            (
+                v,
+                format!(
+                    "{v:.0} ms ({})",
+                    default_run.map(|r| r.label.as_str()).unwrap_or("")
+                ),
+            )
+        }),
         |v| v < 100.0,
     ));
-    out.push(row("istiod RSS (10k pods)", "< 150 MiB", cp.map(|c| mib(c.istiod_rss_kib as f64)), |v| v < 150.0));
+    out.push(row(
+        "istiod RSS (10k pods)",
+        "< 150 MiB",
+        cp.map(|c| mib(c.istiod_rss_kib as f64)),
+        |v| v < 150.0,
+    ));
     out.push(row(
         "ztunnel RSS holding 10k workloads",
         "< 40 MiB",

@@ -170,12 +170,18 @@ impl Cluster {
             vip,
             ports: spec.ports.clone(),
         };
-        st.services
-            .insert((spec.namespace.clone(), spec.name.clone()), (svc.clone(), spec));
+        st.services.insert(
+            (spec.namespace.clone(), spec.name.clone()),
+            (svc.clone(), spec),
+        );
         Ok(svc)
     }
 
-    fn write_service(&self, spec: &ServiceSpec, vip: std::net::Ipv4Addr) -> Result<(), HarnessError> {
+    fn write_service(
+        &self,
+        spec: &ServiceSpec,
+        vip: std::net::Ipv4Addr,
+    ) -> Result<(), HarnessError> {
         self.config.write_object(
             &manifests::object_file("Service", &spec.namespace, &spec.name),
             &manifests::service_manifest(&ServiceManifest {
@@ -231,8 +237,12 @@ impl Cluster {
         waypoint: Option<&str>,
     ) -> Result<(), HarnessError> {
         match on {
-            UseWaypointOn::Namespace(ns) => self.label_namespace(ns, super::super::USE_WAYPOINT, waypoint),
-            UseWaypointOn::Service(svc) => self.label_service(svc, super::super::USE_WAYPOINT, waypoint),
+            UseWaypointOn::Namespace(ns) => {
+                self.label_namespace(ns, super::super::USE_WAYPOINT, waypoint)
+            }
+            UseWaypointOn::Service(svc) => {
+                self.label_service(svc, super::super::USE_WAYPOINT, waypoint)
+            }
             UseWaypointOn::Pod(pod) => self.label_pod(pod, super::super::USE_WAYPOINT, waypoint),
         }
     }

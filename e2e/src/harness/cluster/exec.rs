@@ -12,6 +12,8 @@ use super::super::poll;
 use super::super::prereq;
 use super::super::process::{Proc, tail_file};
 use super::{App, Cluster, Pod};
+use crate::echo::client::RepeatSummary;
+use crate::echo::server::{EchoStats, STATS_PATH};
 
 impl Cluster {
     /// PATH for commands in pods: the echo app's and the mesh binaries' directories first.
@@ -236,6 +238,88 @@ impl Cluster {
                 stderr: out.stderr.trim().to_string(),
             }),
         }
+    }
+
+    /// `mesh-echo client http <url> --repeat <count>` in pod `from`: `count` GETs one after the
+    /// other, each on a new connection, summarised (statuses, answering pods, errors).
+    pub fn http_repeat(
+        &self,
+        from: &Pod,
+        url: &str,
+        count: u32,
+    ) -> Result<RepeatSummary, HarnessError> {
+        let n = count.to_string();
+        let out = self.exec_timeout(
+            from,
+            &[
+                "mesh-echo",
+                "client",
+                "http",
+                url,
+                "--repeat",
+                &n,
+                "--timeout-ms",
+                "5000",
+            ],
+            Duration::from_secs(30) + Duration::from_millis(100) * count,
+        )?;
+        let last = out.stdout.lines().rev().find(|l| !l.trim().is_empty());
+        match last.map(serde_json::from_str::<RepeatSummary>) {
+            Some(Ok(sum)) => Ok(sum),
+            _ => Err(HarnessError::EchoFailed {
+                from: from.key(),
+                to: url.to_string(),
+                status: out.code(),
+                stdout: out.stdout,
+                stderr: out.stderr.trim().to_string(),
+            }),
+        }
+    }
+
+    /// The counters of the echo server listening on HTTP `port` in `pod` (`GET
+    /// /_echo/stats` from inside the pod): requests it answered, and how many of them it failed
+    /// on purpose (`--fail-every`).
+    pub fn echo_stats(&self, pod: &Pod, port: u16) -> Result<EchoStats, HarnessError> {
+        let url = format!("http://127.0.0.1:{port}{STATS_PATH}");
+        let resp = netns::http_get(&pod.netns, &url, Duration::from_secs(5))?;
+        let what = format!("echo server stats of pod {}", pod.key());
+        if !resp.is_success() {
+            return Err(HarnessError::BadStatus {
+                what,
+                status: resp.status,
+                body: resp.text(),
+            });
+        }
+        serde_json::from_slice(&resp.body).map_err(|e| HarnessError::Json {
+            what,
+            reason: e.to_string(),
+        })
+    }
+
+    /// Runs `mesh-echo server` in the pod with `--fail-every <fail_every>` (one HTTP request in
+    /// every N answered 503), and waits until every port accepts connections.
+    pub fn start_flaky_echo_server(
+        &self,
+        pod: &Pod,
+        http: &[u16],
+        fail_every: u32,
+    ) -> Result<App, HarnessError> {
+        let mut args = vec!["mesh-echo".to_string(), "server".to_string()];
+        for p in http {
+            args.extend(["--http".to_string(), p.to_string()]);
+        }
+        args.extend([
+            "--name".to_string(),
+            pod.name.clone(),
+            "--fail-every".to_string(),
+            fail_every.to_string(),
+        ]);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let app = self.spawn(pod, "flaky-echo-server", &refs)?;
+        for port in http {
+            self.wait_listening(pod, &app, *port)?;
+        }
+        Ok(app)
     }
 
     /// TCP ports listened on inside the pod's netns (`ss -ltn`).

@@ -290,11 +290,8 @@ impl Cluster {
             .remove(&(wp.namespace.clone(), wp.name.clone()));
         self.delete_pod(&wp.pod)?;
         self.delete_service(&wp.service)?;
-        self.config.remove(&manifests::object_file(
-            "Gateway",
-            &wp.namespace,
-            &wp.name,
-        ))?;
+        self.config
+            .remove(&manifests::object_file("Gateway", &wp.namespace, &wp.name))?;
         Ok(())
     }
 
@@ -324,7 +321,11 @@ impl Cluster {
     }
 
     /// Waits until the waypoint is ready; fails at once if its process exits.
-    pub fn wait_waypoint_ready(&self, wp: &Waypoint, timeout: Duration) -> Result<(), HarnessError> {
+    pub fn wait_waypoint_ready(
+        &self,
+        wp: &Waypoint,
+        timeout: Duration,
+    ) -> Result<(), HarnessError> {
         let res = poll::eventually(
             &format!("waypoint {} to be ready", wp.key()),
             timeout,
@@ -573,7 +574,12 @@ impl Cluster {
         self.state()
             .waypoints
             .values()
-            .map(|r| (format!("waypoint {}", r.waypoint.key()), r.waypoint.log.clone()))
+            .map(|r| {
+                (
+                    format!("waypoint {}", r.waypoint.key()),
+                    r.waypoint.log.clone(),
+                )
+            })
             .collect()
     }
 }
@@ -646,10 +652,7 @@ mod tests {
     #[test]
     fn spec_defaults_to_a_service_waypoint_on_node1() {
         let s = WaypointSpec::new("waypoint", "demo");
-        assert_eq!(
-            (s.node.as_str(), s.for_.as_str()),
-            ("node1", "service")
-        );
+        assert_eq!((s.node.as_str(), s.for_.as_str()), ("node1", "service"));
         let s = s.node("node2").for_("all");
         assert_eq!((s.node.as_str(), s.for_.as_str()), ("node2", "all"));
         assert_eq!(pod_name("waypoint"), "waypoint-0");
