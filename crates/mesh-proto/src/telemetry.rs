@@ -25,7 +25,11 @@ pub fn init_logging(format: &str, filter: &str) -> Result<LogHandle, TelemetryEr
     let registry = tracing_subscriber::registry().with(layer);
     let res = match format {
         "plain" => registry
-            .with(fmt::layer().with_writer(std::io::stderr))
+            .with(
+                fmt::layer()
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
         "json" => registry
             .with(fmt::layer().json().with_writer(std::io::stderr))

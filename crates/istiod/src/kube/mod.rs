@@ -164,7 +164,11 @@ impl KubeRuntime {
             image: self.settings.waypoint_image.clone(),
             image_pull_policy: self.settings.waypoint_image_pull_policy.clone(),
             trust_domain: model.trust_domain.clone(),
-            xds_address: format!("https://{}:15012", self.settings.istiod_host()),
+            xds_address: self
+                .settings
+                .waypoint_xds_address
+                .clone()
+                .unwrap_or_else(|| format!("https://{}:15012", self.settings.istiod_host())),
             istiod_identity: identity::Identity::new(
                 &model.trust_domain,
                 &model.root_namespace,

@@ -68,6 +68,10 @@ pub struct KubeArgs {
         default_value = "ambient-mesh/waypoint:latest"
     )]
     pub waypoint_image: String,
+    /// xDS and CA address given to waypoints; default `https://<istiod service host>:15012`.
+    /// Set it where pods cannot resolve Service names (no cluster DNS).
+    #[arg(long, env = "WAYPOINT_XDS_ADDRESS")]
+    pub waypoint_xds_address: Option<String>,
     /// Pull policy of the waypoint image.
     #[arg(
         long,
@@ -112,6 +116,7 @@ pub struct KubeSettings {
     pub token_review: ReviewPolicy,
     pub ca_secret: Option<String>,
     pub waypoint_image: String,
+    pub waypoint_xds_address: Option<String>,
     pub waypoint_image_pull_policy: String,
     pub waypoint_controller: bool,
     pub leader_lease: String,
@@ -144,6 +149,7 @@ impl KubeSettings {
             },
             ca_secret: Some(args.ca_secret.clone()).filter(|s| !s.is_empty()),
             waypoint_image: args.waypoint_image.clone(),
+            waypoint_xds_address: args.waypoint_xds_address.clone().filter(|a| !a.is_empty()),
             waypoint_image_pull_policy: args.waypoint_image_pull_policy.clone(),
             waypoint_controller: args.waypoint_controller,
             leader_lease: args.leader_lease.clone(),

@@ -43,7 +43,14 @@ impl ProxyError {
         match self {
             ProxyError::NoHealthyUpstream(_) | ProxyError::NoWaypoint(_) => "UH",
             ProxyError::Denied(_) => "DENY",
-            ProxyError::Hbone(e) if e.status() == Some(http::StatusCode::FORBIDDEN) => "DENY",
+            ProxyError::Hbone(e)
+                if matches!(
+                    e.status(),
+                    Some(http::StatusCode::FORBIDDEN | http::StatusCode::UNAUTHORIZED)
+                ) =>
+            {
+                "DENY"
+            }
             ProxyError::Io(_) | ProxyError::Hbone(_) => "UF",
             _ => "-",
         }
