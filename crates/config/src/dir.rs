@@ -159,7 +159,8 @@ impl DirState {
         }
         let mut changed = self.dir_issue.take().is_some();
         let before = self.files.len();
-        self.files.retain(|path, _| found.contains(path));
+        let present: std::collections::HashSet<&PathBuf> = found.iter().collect();
+        self.files.retain(|path, _| present.contains(path));
         changed |= self.files.len() != before;
         let now = SystemTime::now();
         for path in found {

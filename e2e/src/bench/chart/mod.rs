@@ -100,8 +100,9 @@ fn draw_shapes(
         .iter()
         .flat_map(|s| s.values.iter().flatten().map(|(v, _)| *v))
         .fold(0.0f64, f64::max);
-    let step = nice_step(ymax_data.max(1e-9) * 1.15, 5.0);
-    let ymax = (ymax_data * 1.15 / step).ceil().max(1.0) * step;
+    let step = nice_step(ymax_data.max(1e-9), 5.0);
+    // Room above the tallest bar for its label.
+    let ymax = (ymax_data * 1.08 / step).ceil().max(1.0) * step;
     let n = panel.groups.len().max(1) as f64;
     let mut labels = Vec::new();
 
