@@ -190,6 +190,10 @@ def check_istiod(m, ns="istio-system", replicas=2, image="ambient-mesh/istiod:0.
             group = "security.istio.io" if res.startswith("authorization") else "gateway.networking.k8s.io"
             expect(m.case, allowed(group, res, "patch"), f"istiod may patch {res}")
         expect(m.case, not allowed("", "secrets", "get"), "istiod reads no Secret cluster-wide")
+        expect(m.case, e.get("OWNER_CLUSTER_ROLE") == f"istiod-{ns}"
+               and allowed("rbac.authorization.k8s.io", "clusterroles", "get", f"istiod-{ns}")
+               and not allowed("rbac.authorization.k8s.io", "clusterroles", "get", "cluster-admin"),
+               "istiod reads only its own ClusterRole, the owner of what it creates at run time")
         for r in rules:
             expect(m.case, "*" not in r["verbs"] and "*" not in r["resources"], f"wildcard rule {r}")
 

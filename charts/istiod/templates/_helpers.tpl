@@ -124,6 +124,9 @@ istio-validator-{{ .Release.Namespace }}
 - name: WAYPOINT_XDS_ADDRESS
   value: {{ . | quote }}
 {{- end }}
+{{- /* Owns the ConfigMaps, Secret and Lease istiod creates: helm uninstall removes them. */}}
+- name: OWNER_CLUSTER_ROLE
+  value: istiod-{{ .Release.Namespace }}
 - name: LOG_FORMAT
   value: {{ .Values.logFormat | quote }}
 - name: RUST_LOG

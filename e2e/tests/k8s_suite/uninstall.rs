@@ -142,7 +142,26 @@ pub async fn run(suite: &mut Suite) -> anyhow::Result<()> {
             left.push(format!("{} (from the release)", apply::describe(obj)));
         }
     }
-    left.extend(runtime_leftovers(&suite.client, ns).await?);
+    // What istiod made at run time is owned by the release's ClusterRole: the garbage
+    // collector deletes it shortly after the uninstall.
+    let collected = eventually(
+        "the objects made at run time to be garbage-collected",
+        Duration::from_secs(60),
+        || async {
+            let found = runtime_leftovers(&suite.client, ns)
+                .await
+                .map_err(|e| e.to_string())?;
+            if found.is_empty() {
+                Ok(())
+            } else {
+                Err(found.join(", "))
+            }
+        },
+    )
+    .await;
+    if let Err(e) = collected {
+        left.push(e.to_string());
+    }
 
     let mut node_problems = Vec::new();
     for shell in suite

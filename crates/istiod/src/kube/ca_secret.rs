@@ -18,7 +18,7 @@ use identity::CertificateAuthority;
 use identity::ca::{ROOT_CERT_FILE, ROOT_KEY_FILE};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Client;
 use kube::api::{Api, PostParams};
 
@@ -144,13 +144,15 @@ pub fn write_root(dir: &Path, root: &RootFiles) -> Result<(), CaSecretError> {
     Ok(())
 }
 
-/// Makes `ca_dir` hold the root of the Secret `namespace/name`, creating both if needed.
+/// Makes `ca_dir` hold the root of the Secret `namespace/name`, creating both if needed; a
+/// Secret created here is owned by `owner`.
 pub async fn sync_root(
     client: &Client,
     namespace: &str,
     name: &str,
     ca_dir: &Path,
     trust_domain: &str,
+    owner: Option<&OwnerReference>,
 ) -> Result<(), CaSecretError> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let api_err = |source| CaSecretError::Api {
@@ -174,9 +176,9 @@ pub async fn sync_root(
         }
     })?;
     let root = read_root(ca_dir)?;
-    match api
-        .create(&PostParams::default(), &root_secret(namespace, name, &root))
-        .await
+    let mut secret = root_secret(namespace, name, &root);
+    crate::kube::owner::set_owner(&mut secret.metadata, owner);
+    match api.create(&PostParams::default(), &secret).await
     {
         Ok(_) => {
             tracing::info!(secret = %format!("{namespace}/{name}"), "stored the root CA in a new Secret");

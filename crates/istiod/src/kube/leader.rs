@@ -17,7 +17,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference};
 use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube::api::{Api, PostParams};
@@ -138,16 +138,26 @@ pub struct LeaderElector {
     name: String,
     me: String,
     duration: Duration,
+    owner: Option<OwnerReference>,
 }
 
 impl LeaderElector {
-    pub fn new(client: Client, namespace: &str, name: &str, me: &str, duration: Duration) -> Self {
+    /// Campaigns for the Lease `namespace/name` as `me`; a Lease it creates is owned by `owner`.
+    pub fn new(
+        client: Client,
+        namespace: &str,
+        name: &str,
+        me: &str,
+        duration: Duration,
+        owner: Option<OwnerReference>,
+    ) -> Self {
         LeaderElector {
             api: Api::namespaced(client, namespace),
             namespace: namespace.to_string(),
             name: name.to_string(),
             me: me.to_string(),
             duration: duration.max(Duration::from_secs(3)),
+            owner,
         }
     }
 
@@ -189,6 +199,7 @@ impl LeaderElector {
                     metadata: ObjectMeta {
                         name: Some(self.name.clone()),
                         namespace: Some(self.namespace.clone()),
+                        owner_references: self.owner.clone().map(|o| vec![o]),
                         ..Default::default()
                     },
                     spec: Some(spec),

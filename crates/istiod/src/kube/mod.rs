@@ -28,12 +28,15 @@
 //!   `authorizationpolicies/status`, `peerauthentications/status`; update `gateways/finalizers`
 //!   (owner references that block deletion); get/patch validatingwebhookconfigurations;
 //! - RBAC in istiod's namespace: get/create/update leases (coordination.k8s.io) and get/create
-//!   secrets (the CA Secret).
+//!   secrets (the CA Secret);
+//! - with `--owner-cluster-role`: get on that ClusterRole, which then owns the objects istiod
+//!   creates at run time ([`owner`]), so that uninstalling removes them.
 
 pub mod ca_secret;
 pub mod conditions;
 pub mod gateway_class;
 pub mod leader;
+pub mod owner;
 pub mod policy_status;
 pub mod root_cert;
 pub mod settings;
@@ -45,6 +48,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
@@ -80,6 +84,8 @@ pub enum KubeError {
     Source(#[from] KubeSourceError),
     #[error(transparent)]
     CaSecret(#[from] CaSecretError),
+    #[error(transparent)]
+    Owner(#[from] owner::OwnerError),
 }
 
 /// A connection to the API server and what istiod does with it.
@@ -87,6 +93,8 @@ pub enum KubeError {
 pub struct KubeRuntime {
     client: Client,
     settings: KubeSettings,
+    /// Owner of the objects istiod creates at run time (`--owner-cluster-role`).
+    owner: Option<OwnerReference>,
 }
 
 /// What the leader's controllers need from the rest of istiod.
@@ -117,9 +125,14 @@ impl KubeRuntime {
         };
         tracing::info!(api_server = %config.cluster_url, "connecting to the Kubernetes API server");
         let client = Client::try_from(config).map_err(|e| KubeError::Client(e.to_string()))?;
+        let owner = match &settings.owner_cluster_role {
+            Some(name) => Some(owner::cluster_role_owner(&client, name).await?),
+            None => None,
+        };
         Ok(KubeRuntime {
             client,
             settings: settings.clone(),
+            owner,
         })
     }
 
@@ -140,6 +153,7 @@ impl KubeRuntime {
                 name,
                 ca_dir,
                 trust_domain,
+                self.owner.as_ref(),
             )
             .await?;
         }
@@ -193,6 +207,7 @@ impl KubeRuntime {
             &self.settings.leader_lease,
             &self.settings.pod_name,
             self.settings.leader_lease_duration,
+            self.owner.clone(),
         );
         let runtime = self.clone();
         let ctx = Arc::new(ctx);
@@ -208,7 +223,11 @@ impl KubeRuntime {
     fn start_controllers(&self, ctx: &ControllerContext) -> Vec<JoinHandle<()>> {
         let client = &self.client;
         let mut tasks = vec![
-            tokio::spawn(root_cert::run(client.clone(), ctx.root_cert_pem.clone())),
+            tokio::spawn(root_cert::run(
+                client.clone(),
+                ctx.root_cert_pem.clone(),
+                self.owner.clone(),
+            )),
             tokio::spawn(policy_status::run(
                 client.clone(),
                 ctx.snapshot.clone(),

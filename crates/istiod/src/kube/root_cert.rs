@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
@@ -17,6 +17,7 @@ use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
 use crate::kube::FIELD_MANAGER;
+use crate::kube::owner::set_owner;
 use crate::kube::waypoint::desired::{ROOT_CERT_CONFIGMAP, ROOT_CERT_KEY};
 
 /// Namespaces that get no copy.
@@ -34,6 +35,7 @@ pub struct PublishError {
 struct Context {
     client: Client,
     root_pem: String,
+    owner: Option<OwnerReference>,
 }
 
 /// The ConfigMap published in `namespace`.
@@ -63,7 +65,8 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, Publ
     if SKIPPED.contains(&name.as_str()) || terminating {
         return Ok(Action::await_change());
     }
-    let cm = root_cert_configmap(&name, &ctx.root_pem);
+    let mut cm = root_cert_configmap(&name, &ctx.root_pem);
+    set_owner(&mut cm.metadata, ctx.owner.as_ref());
     Api::<ConfigMap>::namespaced(ctx.client.clone(), &name)
         .patch(
             ROOT_CERT_CONFIGMAP,
@@ -83,11 +86,12 @@ fn error_policy(_ns: Arc<Namespace>, error: &PublishError, _ctx: Arc<Context>) -
     Action::requeue(Duration::from_secs(15))
 }
 
-/// Publishes `root_pem` until the task is aborted.
-pub async fn run(client: Client, root_pem: String) {
+/// Publishes `root_pem`, each copy owned by `owner`, until the task is aborted.
+pub async fn run(client: Client, root_pem: String, owner: Option<OwnerReference>) {
     let ctx = Arc::new(Context {
         client: client.clone(),
         root_pem,
+        owner,
     });
     let copies = watcher::Config::default().fields(&format!("metadata.name={ROOT_CERT_CONFIGMAP}"));
     tracing::info!("root certificate publisher started");

@@ -101,6 +101,11 @@ pub struct KubeArgs {
     /// `istio-validator-<namespace>`; empty: write none.
     #[arg(long, env = "VALIDATION_WEBHOOK_CONFIG_NAME")]
     pub webhook_config_name: Option<String>,
+    /// ClusterRole that owns what istiod creates at run time (the root certificate
+    /// ConfigMaps, the CA Secret, the leader Lease): deleting it, as `helm uninstall` does,
+    /// makes the garbage collector delete them. Empty: they outlive istiod.
+    #[arg(long, env = "OWNER_CLUSTER_ROLE")]
+    pub owner_cluster_role: Option<String>,
     /// How long to wait for the API server to list every watched kind at start-up.
     #[arg(long, env = "KUBE_SYNC_TIMEOUT", default_value = "2m", value_parser = parse_duration)]
     pub kube_sync_timeout: Duration,
@@ -123,6 +128,7 @@ pub struct KubeSettings {
     #[serde(serialize_with = "ser_duration")]
     pub leader_lease_duration: Duration,
     pub webhook_config_name: Option<String>,
+    pub owner_cluster_role: Option<String>,
     #[serde(serialize_with = "ser_duration")]
     pub sync_timeout: Duration,
 }
@@ -155,6 +161,7 @@ impl KubeSettings {
             leader_lease: args.leader_lease.clone(),
             leader_lease_duration: args.leader_lease_duration,
             webhook_config_name,
+            owner_cluster_role: args.owner_cluster_role.clone().filter(|o| !o.is_empty()),
             sync_timeout: args.kube_sync_timeout,
         }
     }
