@@ -84,17 +84,20 @@ impl fmt::Display for PeerPolicy {
     }
 }
 
-/// The aws-lc-rs provider restricted to TLS 1.3 cipher suites, with X25519MLKEM768 offered
-/// first and X25519 as the fallback key exchange.
+/// The aws-lc-rs provider restricted to TLS 1.3 cipher suites, AES-128-GCM-SHA256 first (its
+/// SHA-256 runs on the SHA extensions of current CPUs, SHA-384 does not: faster handshakes and
+/// bulk), with X25519MLKEM768 offered first and X25519 as the fallback key exchange.
 pub fn provider() -> Arc<CryptoProvider> {
+    use aws_lc_rs::cipher_suite::{
+        TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256,
+    };
     let base = aws_lc_rs::default_provider();
     Arc::new(CryptoProvider {
-        cipher_suites: base
-            .cipher_suites
-            .iter()
-            .copied()
-            .filter(|s| s.version() == &rustls::version::TLS13)
-            .collect(),
+        cipher_suites: vec![
+            TLS13_AES_128_GCM_SHA256,
+            TLS13_AES_256_GCM_SHA384,
+            TLS13_CHACHA20_POLY1305_SHA256,
+        ],
         kx_groups: vec![
             aws_lc_rs::kx_group::X25519MLKEM768,
             aws_lc_rs::kx_group::X25519,

@@ -83,6 +83,11 @@ async fn negotiates_tls13_h2_and_hybrid_post_quantum_key_exchange() {
         .negotiated_key_exchange_group()
         .expect("key exchange group");
     assert_eq!(group.name(), rustls::NamedGroup::X25519MLKEM768);
+    // AES-128-GCM with SHA-256: hardware-accelerated hashing where SHA-384 is not.
+    assert_eq!(
+        conn.negotiated_cipher_suite().map(|s| s.suite()),
+        Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256)
+    );
 }
 
 #[tokio::test]

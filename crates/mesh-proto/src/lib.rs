@@ -3,6 +3,7 @@
 
 pub mod hbone;
 pub mod proto;
+pub mod relay;
 pub mod telemetry;
 pub mod xds;
 pub mod zds;

@@ -34,6 +34,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     let config = Config::from_args(&args)?;
     tracing::info!(config = %serde_json::to_string(&config)?, "starting ztunnel {}", env!("CARGO_PKG_VERSION"));
     let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(usize::from(args.worker_threads))
         .enable_all()
         .build()?;
     rt.block_on(run(config, Some(log), args.log_level))

@@ -60,6 +60,9 @@ pub struct Args {
     /// HTTP/2 streams per pooled HBONE connection.
     #[arg(long, env = "POOL_MAX_STREAMS", default_value_t = 100)]
     pub pool_max_streams: u32,
+    /// Threads of the proxy's runtime (namespace workers come on top).
+    #[arg(long, env = "ZTUNNEL_WORKER_THREADS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub worker_threads: u16,
     /// Log output format.
     #[arg(long, env = "LOG_FORMAT", default_value = "plain", value_parser = ["plain", "json"])]
     pub log_format: String,

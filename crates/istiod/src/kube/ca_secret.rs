@@ -178,8 +178,7 @@ pub async fn sync_root(
     let root = read_root(ca_dir)?;
     let mut secret = root_secret(namespace, name, &root);
     crate::kube::owner::set_owner(&mut secret.metadata, owner);
-    match api.create(&PostParams::default(), &secret).await
-    {
+    match api.create(&PostParams::default(), &secret).await {
         Ok(_) => {
             tracing::info!(secret = %format!("{namespace}/{name}"), "stored the root CA in a new Secret");
             Ok(())

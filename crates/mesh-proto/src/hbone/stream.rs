@@ -116,6 +116,11 @@ impl H2Stream {
     pub fn into_split(self) -> (H2ReadHalf, H2WriteHalf) {
         (self.read, self.write)
     }
+
+    /// Both halves, borrowed, to drive the two directions concurrently.
+    pub fn halves_mut(&mut self) -> (&mut H2ReadHalf, &mut H2WriteHalf) {
+        (&mut self.read, &mut self.write)
+    }
 }
 
 impl H2ReadHalf {
@@ -136,6 +141,45 @@ impl H2WriteHalf {
         self.shut_down = true;
         self.reset = true;
         self.send.send_reset(Reason::CONNECT_ERROR);
+    }
+
+    /// Waits until HTTP/2 lets this stream send; returns how many of `wanted` bytes it may.
+    fn poll_send_capacity(
+        &mut self,
+        cx: &mut Context<'_>,
+        wanted: usize,
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            let capacity = self.send.capacity();
+            if capacity > 0 {
+                return Poll::Ready(Ok(capacity.min(wanted)));
+            }
+            self.send
+                .reserve_capacity(wanted.min(MAX_WRITE_RESERVATION));
+            match ready!(self.send.poll_capacity(cx)) {
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Poll::Ready(Err(self.send_error(cx, Some(e)))),
+                None => return Poll::Ready(Err(self.send_error(cx, None))),
+            }
+        }
+    }
+
+    /// Sends `data` as DATA frames, without copying it, as flow control allows; what is sent
+    /// is split off the front of `data`, so a pending call resumes where it stopped.
+    pub fn poll_send(&mut self, cx: &mut Context<'_>, data: &mut Bytes) -> Poll<io::Result<()>> {
+        if self.shut_down {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "write after shutdown",
+            )));
+        }
+        while !data.is_empty() {
+            let n = ready!(self.poll_send_capacity(cx, data.len()))?;
+            if let Err(e) = self.send.send_data(data.split_to(n), false) {
+                return Poll::Ready(Err(self.send_error(cx, Some(e))));
+            }
+        }
+        Poll::Ready(Ok(()))
     }
 
     /// The error to report after the send side stopped accepting data: the peer's reset reason
@@ -214,6 +258,51 @@ fn linger(mut recv: RecvStream, shared: Arc<Shared>) {
     });
 }
 
+impl H2ReadHalf {
+    /// Waits for received data: `Ok(true)` when [`H2ReadHalf::buffered`] holds some, `Ok(false)`
+    /// at the end of the stream.
+    pub fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        let Some(recv) = self.recv.as_mut() else {
+            return Poll::Ready(Ok(false));
+        };
+        loop {
+            if !self.pending.is_empty() {
+                return Poll::Ready(Ok(true));
+            }
+            if self.eof {
+                return Poll::Ready(Ok(false));
+            }
+            match ready!(recv.poll_data(cx)) {
+                Some(Ok(chunk)) => self.pending = chunk,
+                None => self.eof = true,
+                // The peer finished its side and then told us to stop sending: everything it
+                // meant to send has been received, so this reads as end of stream.
+                Some(Err(e)) if e.is_reset() && e.reason() == Some(Reason::NO_ERROR) => {
+                    self.eof = true
+                }
+                Some(Err(e)) => return Poll::Ready(Err(h2_to_io(e))),
+            }
+        }
+    }
+
+    /// Data received and not yet consumed: the DATA frame as it arrived, without a copy.
+    pub fn buffered(&self) -> &[u8] {
+        &self.pending
+    }
+
+    /// Marks the first `n` buffered bytes as delivered, returning their flow-control credit
+    /// to the peer.
+    pub fn consume(&mut self, n: usize) {
+        let n = n.min(self.pending.len());
+        self.pending.advance(n);
+        if let Some(recv) = self.recv.as_mut()
+            && let Err(e) = recv.flow_control().release_capacity(n)
+        {
+            tracing::debug!(error = %e, "releasing HTTP/2 receive capacity failed");
+        }
+    }
+}
+
 impl AsyncRead for H2ReadHalf {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -221,33 +310,12 @@ impl AsyncRead for H2ReadHalf {
         out: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let Some(recv) = this.recv.as_mut() else {
-            return Poll::Ready(Ok(()));
-        };
-        loop {
-            if !this.pending.is_empty() {
-                let n = out.remaining().min(this.pending.len());
-                out.put_slice(&this.pending[..n]);
-                this.pending.advance(n);
-                if let Err(e) = recv.flow_control().release_capacity(n) {
-                    tracing::debug!(error = %e, "releasing HTTP/2 receive capacity failed");
-                }
-                return Poll::Ready(Ok(()));
-            }
-            if this.eof {
-                return Poll::Ready(Ok(()));
-            }
-            match ready!(recv.poll_data(cx)) {
-                Some(Ok(chunk)) => this.pending = chunk,
-                None => this.eof = true,
-                // The peer finished its side and then told us to stop sending: everything it
-                // meant to send has been received, so this reads as end of stream.
-                Some(Err(e)) if e.is_reset() && e.reason() == Some(Reason::NO_ERROR) => {
-                    this.eof = true
-                }
-                Some(Err(e)) => return Poll::Ready(Err(h2_to_io(e))),
-            }
+        if ready!(this.poll_fill(cx))? {
+            let n = out.remaining().min(this.pending.len());
+            out.put_slice(&this.pending[..n]);
+            this.consume(n);
         }
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -267,25 +335,13 @@ impl AsyncWrite for H2WriteHalf {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        loop {
-            let capacity = this.send.capacity();
-            if capacity > 0 {
-                let n = capacity.min(buf.len());
-                return match this
-                    .send
-                    .send_data(Bytes::copy_from_slice(&buf[..n]), false)
-                {
-                    Ok(()) => Poll::Ready(Ok(n)),
-                    Err(e) => Poll::Ready(Err(this.send_error(cx, Some(e)))),
-                };
-            }
-            this.send
-                .reserve_capacity(buf.len().min(MAX_WRITE_RESERVATION));
-            match ready!(this.send.poll_capacity(cx)) {
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => return Poll::Ready(Err(this.send_error(cx, Some(e)))),
-                None => return Poll::Ready(Err(this.send_error(cx, None))),
-            }
+        let n = ready!(this.poll_send_capacity(cx, buf.len()))?;
+        match this
+            .send
+            .send_data(Bytes::copy_from_slice(&buf[..n]), false)
+        {
+            Ok(()) => Poll::Ready(Ok(n)),
+            Err(e) => Poll::Ready(Err(this.send_error(cx, Some(e)))),
         }
     }
 

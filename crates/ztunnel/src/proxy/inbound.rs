@@ -8,11 +8,12 @@ use std::time::Instant;
 use http::StatusCode;
 use identity::Identity;
 use mesh_proto::hbone::{InboundRequest, Responder, serve_connection};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
-use super::{PodProxy, ProxyError, ProxyInputs, copy};
+use mesh_proto::relay::{relay_hbone, relay_tcp};
+
+use super::{PodProxy, ProxyError, ProxyInputs};
 use crate::metrics::{ConnectionLabels, MUTUAL_TLS, REPORTER_DESTINATION};
 use crate::state::{Connection, Decision, Workload};
 
@@ -85,7 +86,7 @@ async fn handle_request(
             return;
         }
     };
-    let mut app = match connect_app(pod, target).await {
+    let app = match connect_app(pod, target).await {
         Ok(a) => a,
         Err(e) => {
             refuse(StatusCode::SERVICE_UNAVAILABLE, &e);
@@ -109,7 +110,7 @@ async fn handle_request(
         MUTUAL_TLS,
     );
     inputs.metrics.open(&labels);
-    let r = copy::bidirectional(&mut stream, &mut app).await;
+    let r = relay_hbone(&mut stream, &app).await;
     let (sent, recv) = r.as_ref().copied().unwrap_or((0, 0));
     inputs.metrics.close(&labels, sent, recv);
     tracing::info!(
@@ -177,20 +178,17 @@ async fn connect_app(pod: &PodProxy, target: SocketAddr) -> Result<TcpStream, Pr
 
 /// Same-node short-circuit: a source pod on this node reaches a destination pod on this node
 /// without leaving ztunnel; identity and policy are checked exactly as for HBONE.
-pub async fn serve_local<S>(
+pub async fn serve_local(
     inputs: &ProxyInputs,
     dst_pod: &PodProxy,
     src_identity: &Identity,
     src_addr: Option<SocketAddr>,
     target: SocketAddr,
-    stream: &mut S,
-) -> Result<(u64, u64), ProxyError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+    stream: &TcpStream,
+) -> Result<(u64, u64), ProxyError> {
     let src_addr = src_addr.unwrap_or_else(|| SocketAddr::new(target.ip(), 0));
     let (dst, src) = check(inputs, dst_pod, src_identity, src_addr, target).map_err(|(_, e)| e)?;
-    let mut app = connect_app(dst_pod, target).await?;
+    let app = connect_app(dst_pod, target).await?;
     let labels = ConnectionLabels::new(
         REPORTER_DESTINATION,
         src.as_deref(),
@@ -200,7 +198,7 @@ where
         MUTUAL_TLS,
     );
     inputs.metrics.open(&labels);
-    let r = copy::bidirectional(stream, &mut app).await;
+    let r = relay_tcp(stream, &app).await;
     let (sent, recv) = r.as_ref().copied().unwrap_or((0, 0));
     inputs.metrics.close(&labels, sent, recv);
     Ok(r?)

@@ -8,11 +8,13 @@ use std::time::Instant;
 use tokio::net::TcpStream;
 
 use super::socket::original_dst;
-use super::{PodProxy, ProxyInputs, copy};
+use mesh_proto::relay::relay_tcp;
+
+use super::{PodProxy, ProxyInputs};
 use crate::metrics::{ConnectionLabels, PLAINTEXT, REPORTER_DESTINATION};
 use crate::state::{Connection, Decision};
 
-pub async fn handle(inputs: Arc<ProxyInputs>, pod: Arc<PodProxy>, mut stream: TcpStream) {
+pub async fn handle(inputs: Arc<ProxyInputs>, pod: Arc<PodProxy>, stream: TcpStream) {
     let start = Instant::now();
     let (Ok(peer), Ok(dst)) = (stream.peer_addr(), original_dst(&stream)) else {
         tracing::warn!("inbound plaintext: cannot read the connection's addresses");
@@ -36,7 +38,7 @@ pub async fn handle(inputs: Arc<ProxyInputs>, pod: Arc<PodProxy>, mut stream: Tc
         tracing::warn!(target: "access", direction = "inbound", src.addr = %peer, dst.addr = %dst, response_flags = "DENY", reason, "connection refused");
         return;
     }
-    let mut app = match pod.sockets.connect(dst).await {
+    let app = match pod.sockets.connect(dst).await {
         Ok(a) => a,
         Err(e) => {
             tracing::warn!(target: "access", direction = "inbound", src.addr = %peer, dst.addr = %dst, response_flags = "UF", error = %e, "connection failed");
@@ -52,7 +54,7 @@ pub async fn handle(inputs: Arc<ProxyInputs>, pod: Arc<PodProxy>, mut stream: Tc
         PLAINTEXT,
     );
     inputs.metrics.open(&labels);
-    let r = copy::bidirectional(&mut stream, &mut app).await;
+    let r = relay_tcp(&stream, &app).await;
     let (sent, recv) = r.as_ref().copied().unwrap_or((0, 0));
     inputs.metrics.close(&labels, sent, recv);
     tracing::info!(

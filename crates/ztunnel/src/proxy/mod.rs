@@ -1,6 +1,5 @@
 //! The data path: per-pod listeners and what happens to each connection.
 
-pub mod copy;
 pub mod inbound;
 pub mod inbound_plain;
 pub mod outbound;

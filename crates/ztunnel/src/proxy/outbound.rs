@@ -10,11 +10,13 @@ use mesh_proto::hbone::{HboneError, PoolKey};
 use tokio::net::TcpStream;
 
 use super::socket::original_dst;
-use super::{PodProxy, ProxyError, ProxyInputs, copy, inbound};
+use mesh_proto::relay::{relay_hbone, relay_tcp};
+
+use super::{PodProxy, ProxyError, ProxyInputs, inbound};
 use crate::metrics::{ConnectionLabels, MUTUAL_TLS, REPORTER_SOURCE};
 use crate::state::{Tunnel, Upstream, WaypointTarget};
 
-pub async fn handle(inputs: Arc<ProxyInputs>, pod: Arc<PodProxy>, mut stream: TcpStream) {
+pub async fn handle(inputs: Arc<ProxyInputs>, pod: Arc<PodProxy>, stream: TcpStream) {
     let start = Instant::now();
     let src_addr = stream.peer_addr().ok();
     let dst = match original_dst(&stream) {
@@ -37,10 +39,10 @@ pub async fn handle(inputs: Arc<ProxyInputs>, pod: Arc<PodProxy>, mut stream: Tc
     };
     let result: Result<((u64, u64), Option<Upstream>), ProxyError> = match upstream {
         Err(e) => Err(e),
-        Ok(None) => passthrough(&pod, &mut stream, dst).await.map(|b| (b, None)),
+        Ok(None) => passthrough(&pod, &stream, dst).await.map(|b| (b, None)),
         Ok(Some(up)) if up.workload.tunnel == Tunnel::None => {
             let target = up.target;
-            passthrough(&pod, &mut stream, target)
+            passthrough(&pod, &stream, target)
                 .await
                 .map(|b| (b, Some(up)))
         }
@@ -74,7 +76,7 @@ pub async fn handle(inputs: Arc<ProxyInputs>, pod: Arc<PodProxy>, mut stream: Tc
             };
             let r = match (waypoint, local) {
                 (Some(Err(reason)), _) => Err(ProxyError::NoWaypoint(reason)),
-                (Some(Ok(wp)), _) => via_waypoint(&inputs, &pod, &wp, dst, &mut stream).await,
+                (Some(Ok(wp)), _) => via_waypoint(&inputs, &pod, &wp, dst, &stream).await,
                 (None, Some(dst_pod)) => {
                     inbound::serve_local(
                         &inputs,
@@ -82,11 +84,11 @@ pub async fn handle(inputs: Arc<ProxyInputs>, pod: Arc<PodProxy>, mut stream: Tc
                         &pod.identity,
                         src_addr,
                         up.target,
-                        &mut stream,
+                        &stream,
                     )
                     .await
                 }
-                (None, None) => hbone(&inputs, &pod, &up, &mut stream).await,
+                (None, None) => hbone(&inputs, &pod, &up, &stream).await,
             };
             let (sent, recv) = r.as_ref().map(|b| *b).unwrap_or((0, 0));
             if let Err(e) = &r {
@@ -136,11 +138,11 @@ fn local_pod_by_name(inputs: &ProxyInputs, up: &Upstream) -> Option<Arc<PodProxy
 /// Destination outside the mesh: connect directly from the pod's namespace.
 async fn passthrough(
     pod: &PodProxy,
-    stream: &mut TcpStream,
+    stream: &TcpStream,
     dst: SocketAddr,
 ) -> Result<(u64, u64), ProxyError> {
-    let mut upstream = pod.sockets.connect(dst).await?;
-    Ok(copy::bidirectional(stream, &mut upstream).await?)
+    let upstream = pod.sockets.connect(dst).await?;
+    Ok(relay_tcp(stream, &upstream).await?)
 }
 
 /// Destination in the mesh on another node: HBONE to its 15008 with the pod's certificate.
@@ -148,7 +150,7 @@ async fn hbone(
     inputs: &ProxyInputs,
     pod: &PodProxy,
     up: &Upstream,
-    stream: &mut TcpStream,
+    stream: &TcpStream,
 ) -> Result<(u64, u64), ProxyError> {
     let hbone_addr = SocketAddr::new(up.target.ip(), super::pod::HBONE_PORT);
     tunnel(
@@ -169,7 +171,7 @@ async fn via_waypoint(
     pod: &PodProxy,
     wp: &WaypointTarget,
     original: SocketAddr,
-    stream: &mut TcpStream,
+    stream: &TcpStream,
 ) -> Result<(u64, u64), ProxyError> {
     tunnel(
         inputs,
@@ -189,7 +191,7 @@ async fn tunnel(
     peer: &identity::Identity,
     hbone_addr: SocketAddr,
     authority: SocketAddr,
-    stream: &mut TcpStream,
+    stream: &TcpStream,
 ) -> Result<(u64, u64), ProxyError> {
     let key = PoolKey {
         src: pod.identity.clone(),
@@ -219,5 +221,6 @@ async fn tunnel(
             move || async move { sockets.connect(dial_addr).await },
         )
         .await?;
-    Ok(copy::bidirectional(stream, &mut tunnel).await?)
+    let (down, up) = relay_hbone(&mut tunnel, stream).await?;
+    Ok((up, down))
 }

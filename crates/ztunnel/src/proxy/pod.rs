@@ -131,6 +131,8 @@ impl PodProxy {
                     };
                     match accepted {
                         Ok((stream, _)) => {
+                            // Relayed bytes go out as soon as they arrive.
+                            let _ = stream.set_nodelay(true);
                             let fut = f(inputs.clone(), pod.clone(), stream);
                             let cancel = cancel.clone();
                             tasks.spawn(async move {
