@@ -192,9 +192,11 @@ pub fn deploy(c: &Cluster, ns: &str, app: &str, client: &Pod) -> Result<Waypoint
         .spawn(&pod, "waypoint", &refs)
         .map_err(|e| format!("cannot start the waypoint: {e}"))?;
     let ready = eventually("the waypoint to be ready", READY_TIMEOUT, || {
-        if procstat::find_in_netns(&pod.netns, "waypoint").is_empty() {
+        // The process itself, not a /proc scan by name (which misses it before `ip netns
+        // exec` has run the binary).
+        if let Some(status) = c.app_exit_status(&app_handle) {
             return Ok(Err(format!(
-                "the waypoint exited:\n{}",
+                "the waypoint exited ({status}):\n{}",
                 tail_file(&app_handle.log, 15)
             )));
         }

@@ -211,16 +211,16 @@ async fn tunnel(
         identity::tls::client_config(&cert, PeerPolicy::Only(vec![dst_id]))
             .map_err(HboneError::certificate)
     };
-    let mut tunnel = pod
-        .pool
-        .connect_via(
-            key,
-            authority,
-            http::HeaderMap::new(),
-            tls,
-            move || async move { sockets.connect(dial_addr).await },
-        )
-        .await?;
+    // Boxed: the set-up future (TLS handshake, certificate fetch) is large, and a connection's
+    // task would otherwise keep its size for as long as it relays.
+    let mut tunnel = Box::pin(pod.pool.connect_via(
+        key,
+        authority,
+        http::HeaderMap::new(),
+        tls,
+        move || async move { sockets.connect(dial_addr).await },
+    ))
+    .await?;
     let (down, up) = relay_hbone(&mut tunnel, stream).await?;
     Ok((up, down))
 }

@@ -107,6 +107,14 @@ impl Cluster {
         Ok(app)
     }
 
+    /// The exit status of a background process, once it has ended.
+    pub fn app_exit_status(&self, app: &App) -> Option<std::process::ExitStatus> {
+        self.state()
+            .apps
+            .get_mut(&app.id)
+            .and_then(|(_, p)| p.exit_status())
+    }
+
     /// Stops a background process.
     pub fn stop_app(&self, app: &App) {
         let proc = self.state().apps.remove(&app.id);
