@@ -154,7 +154,8 @@ fn normalize(obj: &mut Object) -> Result<(), String> {
     if let Object::Pod(pod) = obj
         && pod.metadata.uid.as_deref().unwrap_or("").is_empty()
     {
-        pod.metadata.uid = Some(crate::enrol::pod_uid(pod));
+        let uid = crate::enrol::pod_uid(pod);
+        std::sync::Arc::make_mut(pod).metadata.uid = Some(uid);
     }
     Ok(())
 }
@@ -196,7 +197,7 @@ fn to_object(api_version: &str, kind: &str, doc: Value) -> Result<Option<Object>
 
 fn typed<T: DeserializeOwned>(
     doc: Value,
-    wrap: fn(T) -> Object,
+    wrap: fn(std::sync::Arc<T>) -> Object,
     version: &str,
     supported: &[&str],
 ) -> Result<Object, String> {
@@ -207,7 +208,7 @@ fn typed<T: DeserializeOwned>(
         ));
     }
     serde_json::from_value::<T>(doc)
-        .map(wrap)
+        .map(|o| wrap(std::sync::Arc::new(o)))
         .map_err(|e| format!("invalid object: {e}"))
 }
 

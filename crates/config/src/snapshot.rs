@@ -47,7 +47,7 @@ macro_rules! kind_iter {
         $(#[$doc])*
         pub fn $fn(&self) -> impl Iterator<Item = &$ty> + '_ {
             self.objects.values().filter_map(|o| match o {
-                Object::$variant(x) => Some(x),
+                Object::$variant(x) => Some(&**x),
                 _ => None,
             })
         }

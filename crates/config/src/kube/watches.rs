@@ -34,18 +34,28 @@ pub(crate) async fn watch_kind(client: Client, spec: WatchSpec, tx: mpsc::Sender
     match kind {
         WatchedKind::Namespace => {
             run(Api::<Namespace>::all(client), spec, tx, |o| {
-                Ok(Object::Namespace(o))
+                Ok(Object::Namespace(o.into()))
             })
             .await
         }
-        WatchedKind::Pod => run(Api::<Pod>::all(client), spec, tx, |o| Ok(Object::Pod(o))).await,
+        WatchedKind::Pod => {
+            run(Api::<Pod>::all(client), spec, tx, |o| {
+                Ok(Object::Pod(o.into()))
+            })
+            .await
+        }
         WatchedKind::Service => {
             run(Api::<Service>::all(client), spec, tx, |o| {
-                Ok(Object::Service(o))
+                Ok(Object::Service(o.into()))
             })
             .await
         }
-        WatchedKind::Node => run(Api::<Node>::all(client), spec, tx, |o| Ok(Object::Node(o))).await,
+        WatchedKind::Node => {
+            run(Api::<Node>::all(client), spec, tx, |o| {
+                Ok(Object::Node(o.into()))
+            })
+            .await
+        }
         _ => {
             let api = Api::<DynamicObject>::all_with(client, &kind.api_resource());
             run(api, spec, tx, move |o| convert_dynamic(kind, o)).await

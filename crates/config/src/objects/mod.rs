@@ -10,6 +10,7 @@ pub use gateway_class::*;
 pub use security::*;
 
 use std::fmt;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -33,9 +34,35 @@ pub mod kind {
     }
 }
 
-/// One configuration object.
+/// One configuration object. The payload is shared: cloning an object (into a snapshot, a
+/// last-good copy) copies a pointer, and a map of objects stays compact whatever the kind.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Object {
+    Namespace(Arc<Namespace>),
+    Pod(Arc<Pod>),
+    Service(Arc<Service>),
+    Node(Arc<Node>),
+    AuthorizationPolicy(Arc<AuthorizationPolicy>),
+    PeerAuthentication(Arc<PeerAuthentication>),
+    Gateway(Arc<Gateway>),
+    GatewayClass(Arc<GatewayClass>),
+    HttpRoute(Arc<HttpRoute>),
+    GrpcRoute(Arc<GrpcRoute>),
+}
+
+macro_rules! object_from {
+    ($($variant:ident($ty:ty)),* $(,)?) => {
+        $(
+            impl From<$ty> for Object {
+                fn from(o: $ty) -> Self {
+                    Object::$variant(Arc::new(o))
+                }
+            }
+        )*
+    };
+}
+
+object_from!(
     Namespace(Namespace),
     Pod(Pod),
     Service(Service),
@@ -46,7 +73,7 @@ pub enum Object {
     GatewayClass(GatewayClass),
     HttpRoute(HttpRoute),
     GrpcRoute(GrpcRoute),
-}
+);
 
 impl Object {
     /// The kind as written in manifests (`Pod`, `HTTPRoute`, ...).
@@ -82,16 +109,16 @@ impl Object {
 
     pub(crate) fn metadata_mut(&mut self) -> &mut ObjectMeta {
         match self {
-            Object::Namespace(o) => &mut o.metadata,
-            Object::Pod(o) => &mut o.metadata,
-            Object::Service(o) => &mut o.metadata,
-            Object::Node(o) => &mut o.metadata,
-            Object::AuthorizationPolicy(o) => &mut o.metadata,
-            Object::PeerAuthentication(o) => &mut o.metadata,
-            Object::Gateway(o) => &mut o.metadata,
-            Object::GatewayClass(o) => &mut o.metadata,
-            Object::HttpRoute(o) => &mut o.metadata,
-            Object::GrpcRoute(o) => &mut o.metadata,
+            Object::Namespace(o) => &mut Arc::make_mut(o).metadata,
+            Object::Pod(o) => &mut Arc::make_mut(o).metadata,
+            Object::Service(o) => &mut Arc::make_mut(o).metadata,
+            Object::Node(o) => &mut Arc::make_mut(o).metadata,
+            Object::AuthorizationPolicy(o) => &mut Arc::make_mut(o).metadata,
+            Object::PeerAuthentication(o) => &mut Arc::make_mut(o).metadata,
+            Object::Gateway(o) => &mut Arc::make_mut(o).metadata,
+            Object::GatewayClass(o) => &mut Arc::make_mut(o).metadata,
+            Object::HttpRoute(o) => &mut Arc::make_mut(o).metadata,
+            Object::GrpcRoute(o) => &mut Arc::make_mut(o).metadata,
         }
     }
 

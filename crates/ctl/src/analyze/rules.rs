@@ -112,14 +112,14 @@ impl<'a> Model<'a> {
 
     /// The Service's waypoint: its own label, else its namespace's.
     fn service_binding(&self, svc: &Service) -> Binding {
-        let obj = Object::Service(Service {
+        let obj = Object::from(Service {
             metadata: svc.metadata.clone(),
             ..Default::default()
         });
         let from_ns = || {
             let ns = svc.metadata.namespace.as_deref()?;
             let ns = self.snap.namespace(ns)?;
-            waypoint_ref(&Object::Namespace(ns.clone()))
+            waypoint_ref(&Object::from(ns.clone()))
         };
         match waypoint_ref(&obj).or_else(from_ns) {
             None => Binding::Absent,
@@ -245,7 +245,7 @@ impl<'a> Model<'a> {
     fn suggested_waypoint(&self, ns: &str) -> String {
         self.snap
             .namespace(ns)
-            .and_then(|n| waypoint_ref(&Object::Namespace(n.clone())))
+            .and_then(|n| waypoint_ref(&Object::from(n.clone())))
             .flatten()
             .map(|(_, name)| name)
             .unwrap_or_else(|| crate::waypoint_gateway::DEFAULT_WAYPOINT_NAME.into())

@@ -143,7 +143,7 @@ async fn cluster_input(kube: &KubeEnv) -> anyhow::Result<Input> {
             .map_err(|e| KubeError::api("list namespaces", e))?
             .items
             .into_iter()
-            .map(Object::Namespace),
+            .map(Object::from),
     );
     objects.extend(
         pod_api
@@ -152,7 +152,7 @@ async fn cluster_input(kube: &KubeEnv) -> anyhow::Result<Input> {
             .map_err(|e| KubeError::api("list pods", e))?
             .items
             .into_iter()
-            .map(Object::Pod),
+            .map(Object::from),
     );
     objects.extend(
         svc_api
@@ -161,7 +161,7 @@ async fn cluster_input(kube: &KubeEnv) -> anyhow::Result<Input> {
             .map_err(|e| KubeError::api("list services", e))?
             .items
             .into_iter()
-            .map(Object::Service),
+            .map(Object::from),
     );
     let mut raw: BTreeMap<ObjectKey, Value> = BTreeMap::new();
     let mut load_findings = Vec::new();

@@ -749,10 +749,10 @@ async fn delete_kube(ctx: &Ctx, kube: &KubeEnv, a: &WaypointDeleteArgs) -> anyho
     let services: Api<Service> = Api::all(kube.client.clone());
     let mut objects: Vec<Object> = Vec::new();
     if let Ok(list) = namespaces.list(&selector).await {
-        objects.extend(list.items.into_iter().map(Object::Namespace));
+        objects.extend(list.items.into_iter().map(Object::from));
     }
     if let Ok(list) = services.list(&selector).await {
-        objects.extend(list.items.into_iter().map(Object::Service));
+        objects.extend(list.items.into_iter().map(Object::from));
     }
     let users = Snapshot::from_objects(objects);
     let mut results = Vec::new();

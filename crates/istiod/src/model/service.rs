@@ -28,7 +28,10 @@ struct Entry {
 
 /// The services of a snapshot, ready to be matched against pods.
 pub(crate) struct ServiceIndex {
+    /// Sorted by resource name (`namespace/hostname`): a namespace's services are contiguous.
     entries: Vec<Entry>,
+    /// Where each namespace's services are in `entries`.
+    by_namespace: std::collections::HashMap<String, std::ops::Range<usize>>,
 }
 
 impl ServiceIndex {
@@ -114,7 +117,17 @@ impl ServiceIndex {
             });
         }
         entries.sort_by(|a, b| a.resource_name.cmp(&b.resource_name));
-        ServiceIndex { entries }
+        let mut by_namespace = std::collections::HashMap::<String, std::ops::Range<usize>>::new();
+        for (i, e) in entries.iter().enumerate() {
+            by_namespace
+                .entry(e.namespace.clone())
+                .and_modify(|r| r.end = i + 1)
+                .or_insert(i..i + 1);
+        }
+        ServiceIndex {
+            entries,
+            by_namespace,
+        }
     }
 
     /// Every service, sorted by resource name.
@@ -127,7 +140,8 @@ impl ServiceIndex {
     pub(crate) fn for_pod(&self, pod: &Pod) -> BTreeMap<String, PortList> {
         let ns = selector::namespace(&pod.metadata);
         let labels = selector::labels(&pod.metadata);
-        self.entries
+        let range = self.by_namespace.get(ns).cloned().unwrap_or_default();
+        self.entries[range]
             .iter()
             .filter(|e| e.namespace == ns && !e.selector.is_empty())
             .filter(|e| selector::matches(&e.selector, labels))

@@ -203,8 +203,8 @@ impl NodeObjects {
                 .current
                 .values()
                 .cloned()
-                .map(Object::Namespace)
-                .chain(self.pods.current.values().cloned().map(Object::Pod)),
+                .map(Object::from)
+                .chain(self.pods.current.values().cloned().map(Object::from)),
         )
     }
 }

@@ -5,7 +5,7 @@ use super::*;
 use crate::objects::{AuthorizationPolicy, kind};
 
 fn pod(name: &str, ip: &str) -> Object {
-    Object::Pod(Pod {
+    Object::from(Pod {
         metadata: ObjectMeta {
             name: Some(name.into()),
             namespace: Some("demo".into()),
@@ -20,7 +20,7 @@ fn pod(name: &str, ip: &str) -> Object {
 }
 
 fn policy(name: &str) -> Object {
-    Object::AuthorizationPolicy(AuthorizationPolicy {
+    Object::from(AuthorizationPolicy {
         metadata: ObjectMeta {
             name: Some(name.into()),
             namespace: Some("demo".into()),

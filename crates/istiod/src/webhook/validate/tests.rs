@@ -22,7 +22,7 @@ fn peer_auth(yaml: &str) -> PeerAuthentication {
         .into_values()
         .next()
     {
-        Some(Object::PeerAuthentication(pa)) => pa,
+        Some(Object::PeerAuthentication(pa)) => std::sync::Arc::unwrap_or_clone(pa),
         other => panic!("not a PeerAuthentication: {other:?}"),
     }
 }
