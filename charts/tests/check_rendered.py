@@ -394,8 +394,13 @@ def case_ambient_control_plane_only(m):
 
 def case_ambient_gatewayclass(m):
     gc = m.get("GatewayClass", "istio-waypoint")
+    expect(m.case, gc is not None, "the chart renders the GatewayClass")
     if gc:
         expect(m.case, gc["spec"]["controllerName"] == "istio.io/mesh-controller", "GatewayClass controller")
+    d = m.get("Deployment", "istiod")
+    if d:
+        expect(m.case, env(container(d))["CREATE_GATEWAY_CLASS"] == "false",
+               "istiod leaves creating the GatewayClass to the chart (no race with helm install)")
 
 
 def case_ambient_global(m):
@@ -489,6 +494,9 @@ def case_istiod_single(m):
         expect(m.case, not m.has(kind), f"no {kind}")
     expect(m.case, not m.has("ConfigMap", "istio-ca-root-cert"), "no root ConfigMap (and none read from a cluster)")
     d = m.get("Deployment", "istiod")
+    if d:
+        expect(m.case, env(container(d))["CREATE_GATEWAY_CLASS"] == "true",
+               "without the chart's GatewayClass istiod creates it")
     if d:
         expect(m.case, volume(d, "ca")["secret"]["secretName"] == "cacerts", "user's CA Secret")
         e = env(container(d))

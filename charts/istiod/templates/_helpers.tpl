@@ -116,6 +116,9 @@ istio-validator-{{ .Release.Namespace }}
   value: {{ if .Values.webhook.enabled }}{{ include "istiod.webhookName" . | quote }}{{ else }}""{{ end }}
 - name: WAYPOINT_CONTROLLER
   value: {{ .Values.waypoint.controller | quote }}
+{{- /* The chart creates the GatewayClass when the Gateway API is served at install time. */}}
+- name: CREATE_GATEWAY_CLASS
+  value: {{ not (and .Values.waypoint.gatewayClass.create (.Capabilities.APIVersions.Has "gateway.networking.k8s.io/v1/GatewayClass")) | quote }}
 - name: WAYPOINT_IMAGE
   value: {{ include "istiod.imageRef" (dict "image" .Values.waypoint.image "root" .) | quote }}
 - name: WAYPOINT_IMAGE_PULL_POLICY

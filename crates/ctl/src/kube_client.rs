@@ -18,6 +18,8 @@ use crate::istiod::WaypointState;
 pub const FIELD_MANAGER: &str = "meshctl";
 /// ztunnel's admin port, inside its pod.
 pub const ZTUNNEL_ADMIN_PORT: u16 = 15000;
+/// istiod's monitoring and debug port.
+pub const ISTIOD_MONITORING_PORT: u16 = 15014;
 /// Label selector of the ztunnel pods.
 pub const ZTUNNEL_SELECTOR: &str = "app=ztunnel";
 /// Label selector of the istiod pods.

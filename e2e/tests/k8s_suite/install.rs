@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams};
 use kube::core::GroupVersionKind;
 
+use super::meshctl::ctl_namespace;
 use super::{ROLLOUT, Suite};
 
 /// What a node looked like before the mesh was installed.
@@ -146,25 +147,21 @@ async fn preclean(suite: &Suite) -> anyhow::Result<()> {
     )
     .await?;
     let namespaces: Api<Namespace> = Api::all(suite.client.clone());
-    if namespaces.get_opt(&s.namespace).await?.is_some() {
+    for ns in [s.namespace.clone(), ctl_namespace(&s.namespace)] {
+        if namespaces.get_opt(&ns).await?.is_none() {
+            continue;
+        }
         suite.log(format!(
-            "namespace {} exists (an earlier run): deleting it",
-            s.namespace
+            "namespace {ns} exists (an earlier run): deleting it"
         ));
-        let _ = namespaces
-            .delete(&s.namespace, &DeleteParams::default())
-            .await;
-        eventually(
-            &format!("namespace {} to be gone", s.namespace),
-            ROLLOUT,
-            || async {
-                match namespaces.get_opt(&s.namespace).await {
-                    Ok(None) => Ok(()),
-                    Ok(Some(_)) => Err("still there".to_string()),
-                    Err(e) => Err(e.to_string()),
-                }
-            },
-        )
+        let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
+        eventually(&format!("namespace {ns} to be gone"), ROLLOUT, || async {
+            match namespaces.get_opt(&ns).await {
+                Ok(None) => Ok(()),
+                Ok(Some(_)) => Err("still there".to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        })
         .await?;
     }
     if status.success() {

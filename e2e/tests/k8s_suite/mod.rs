@@ -1,10 +1,15 @@
 //! The steps of the Kubernetes suite and the runner that orders them, gathers diagnostics when
 //! one fails and prints the summary.
+//!
+//! Steps, one module each: 1 [`install`], 2 [`plaintext`], 3 [`enrol`], 4 [`l4_policy`],
+//! 5 [`waypoint`], 6 [`new_pods`], 7 [`meshctl`] (every meshctl command against the cluster),
+//! 8 [`release`], 9 [`uninstall`] (runs whatever happened before, unless nothing was installed).
 
 mod apps;
 mod enrol;
 mod install;
 mod l4_policy;
+mod meshctl;
 mod new_pods;
 mod plaintext;
 mod release;
@@ -92,7 +97,7 @@ struct StepDef {
     needs: &'static [u8],
 }
 
-const STEPS: [StepDef; 8] = [
+const STEPS: [StepDef; 9] = [
     StepDef {
         n: 1,
         title: "install: Gateway API CRDs, helm install, every component Ready",
@@ -125,15 +130,23 @@ const STEPS: [StepDef; 8] = [
     },
     StepDef {
         n: 7,
+        title: "meshctl: waypoint, ztunnel-config, dataplane, analyze, precheck, version",
+        needs: &[3, 5],
+    },
+    StepDef {
+        n: 8,
         title: "remove the label: plaintext, nothing left in the pods",
         needs: &[3],
     },
     StepDef {
-        n: 8,
+        n: 9,
         title: "helm uninstall: nothing left behind",
         needs: &[],
     },
 ];
+
+/// The last step, which runs whatever happened before (unless the install never began).
+const UNINSTALL_STEP: u8 = 9;
 
 enum Outcome {
     Passed(Duration),
@@ -149,8 +162,9 @@ async fn run_step(n: u8, suite: &mut Suite) -> anyhow::Result<()> {
         4 => l4_policy::run(suite).await,
         5 => waypoint::run(suite).await,
         6 => new_pods::run(suite).await,
-        7 => release::run(suite).await,
-        8 => uninstall::run(suite).await,
+        7 => meshctl::run(suite).await,
+        8 => release::run(suite).await,
+        9 => uninstall::run(suite).await,
         _ => anyhow::bail!("no step {n}"),
     }
 }
@@ -190,15 +204,19 @@ pub async fn run() -> Result<(), String> {
             outcomes.insert(step.n, Outcome::NotRun(why));
             continue;
         }
-        if step.n == 8 && std::env::var_os("MESH_E2E_KEEP_INSTALL").is_some_and(|v| v == "1") {
-            suite.log("step 8 not run: MESH_E2E_KEEP_INSTALL=1 keeps the mesh and the sample apps installed");
+        if step.n == UNINSTALL_STEP
+            && std::env::var_os("MESH_E2E_KEEP_INSTALL").is_some_and(|v| v == "1")
+        {
+            suite.log(format!(
+                "step {UNINSTALL_STEP} not run: MESH_E2E_KEEP_INSTALL=1 keeps the mesh and the sample apps installed"
+            ));
             outcomes.insert(
                 step.n,
                 Outcome::NotRun("not run: MESH_E2E_KEEP_INSTALL=1".into()),
             );
             continue;
         }
-        if step.n == 8 && !suite.install_attempted {
+        if step.n == UNINSTALL_STEP && !suite.install_attempted {
             outcomes.insert(
                 step.n,
                 Outcome::NotRun("not run: nothing was installed".into()),

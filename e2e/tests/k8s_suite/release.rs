@@ -1,4 +1,4 @@
-//! Step 7: removing `istio.io/dataplane-mode` from the namespace releases its pods, without a
+//! Step 8: removing `istio.io/dataplane-mode` from the namespace releases its pods, without a
 //! restart: the annotation goes, ztunnel stops serving them and leaves no listener in them, the
 //! redirect rules are removed, and their traffic is plaintext again.
 

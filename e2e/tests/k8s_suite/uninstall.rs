@@ -1,4 +1,4 @@
-//! Step 8: the sample namespace deleted, then `helm uninstall`: no pod of the mesh left, no
+//! Step 9: the sample namespace deleted, then `helm uninstall`: no pod of the mesh left, no
 //! object of the release, nothing the components created at run time, and on every node the CNI
 //! configuration as it was before the install, no plugin binary, no rule, no state file.
 

@@ -40,6 +40,8 @@ enum Want {
     HostNetwork,
     /// Not scheduled: no node agent serves it.
     Unscheduled,
+    /// Being deleted: the node agent no longer enrolls it.
+    Terminating,
 }
 
 /// One pod's outcome.
@@ -69,7 +71,9 @@ struct Outcome {
 }
 
 fn want_of(pod: &Pod, ns: Option<&Namespace>) -> Want {
-    if pod_host_network(pod) {
+    if pod.metadata.deletion_timestamp.is_some() {
+        Want::Terminating
+    } else if pod_host_network(pod) {
         Want::HostNetwork
     } else if pod
         .spec
@@ -89,6 +93,7 @@ fn skipped_row(name: String, node: String, want: Want) -> Option<PodRow> {
     let detail = match want {
         Want::HostNetwork => "host-network pods are never enrolled",
         Want::Unscheduled => "no spec.nodeName: no node agent serves it",
+        Want::Terminating => "terminating: the pod is being deleted",
         _ => return None,
     };
     Some(PodRow {
@@ -128,7 +133,7 @@ fn print_outcome(ctx: &Ctx, o: &Outcome, enroll: bool) -> anyhow::Result<()> {
             let want = match p.want {
                 Want::Enrolled => "enrolled",
                 Want::Released => "released",
-                Want::HostNetwork | Want::Unscheduled => "-",
+                Want::HostNetwork | Want::Unscheduled | Want::Terminating => "-",
             };
             t.row([
                 p.name.clone(),
@@ -484,5 +489,38 @@ spec: {nodeName: n1, hostNetwork: true}
             (by("h").want, by("h").status.as_str()),
             (Want::HostNetwork, "skipped")
         );
+    }
+
+    #[test]
+    fn kube_rows_do_not_wait_for_terminating_pods() {
+        let snap = Snapshot::from_yaml("m.yaml", MANIFESTS);
+        let ns = snap.namespace("shop");
+        let mut pods: Vec<Pod> = snap.pods().cloned().collect();
+        let annotated = pods
+            .iter_mut()
+            .find(|p| p.metadata.name.as_deref() == Some("c"));
+        annotated.expect("pod c").metadata.annotations = Some(
+            [(
+                REDIRECTION_ANNOTATION.to_string(),
+                REDIRECTION_ENABLED.to_string(),
+            )]
+            .into(),
+        );
+        let going = pods
+            .iter_mut()
+            .find(|p| p.metadata.name.as_deref() == Some("a"));
+        going.expect("pod a").metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ));
+        let rows = kube_rows(&pods, ns);
+        let by = |n: &str| rows.iter().find(|r| r.name == n).expect(n).clone();
+        assert_eq!(
+            (by("a").want, by("a").status.as_str(), by("a").done),
+            (Want::Terminating, "skipped", true)
+        );
+        assert_eq!((by("c").status.as_str(), by("c").done), ("enrolled", true));
+        assert_eq!(by("b").status, "released");
+        assert!(rows.iter().all(|r| r.done), "{rows:?}");
     }
 }

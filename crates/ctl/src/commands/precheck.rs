@@ -9,6 +9,7 @@ use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
 };
 use k8s_openapi::api::core::v1::{Namespace, Node};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams, PostParams};
 use serde::Serialize;
 use serde_json::Value;
@@ -628,47 +629,113 @@ async fn permissions_check(kube: &KubeEnv) -> Check {
     }
 }
 
-async fn conflicts_check(kube: &KubeEnv) -> Vec<Check> {
+/// `app.kubernetes.io/part-of` of the objects this mesh's charts install.
+const PART_OF_THIS_MESH: &str = "ambient-mesh";
+
+/// An istiod, ztunnel or node agent found in the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Installed {
+    /// `Deployment ns/name (image ...)`.
+    what: String,
+    /// Installed by this mesh's charts (`app.kubernetes.io/part-of: ambient-mesh`).
+    ours: bool,
+    /// `app.kubernetes.io/version`.
+    version: Option<String>,
+    /// The helm release that owns it.
+    release: Option<String>,
+}
+
+fn installed(kind: &str, meta: &ObjectMeta, image: Option<String>) -> Installed {
+    let label = |k: &str| meta.labels.as_ref().and_then(|l| l.get(k)).cloned();
+    let release = meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("meta.helm.sh/release-name"))
+        .cloned();
+    let image = image.map(|i| format!(" (image {i})")).unwrap_or_default();
+    Installed {
+        what: format!(
+            "{kind} {}/{}{image}",
+            meta.namespace.as_deref().unwrap_or(""),
+            meta.name.as_deref().unwrap_or("")
+        ),
+        ours: label("app.kubernetes.io/part-of").as_deref() == Some(PART_OF_THIS_MESH),
+        version: label("app.kubernetes.io/version"),
+        release,
+    }
+}
+
+/// One check: this mesh already installed (upgrade it), or another installation in the way.
+fn existing_check(found: &[Installed]) -> Check {
     const NAME: &str = "existing installations";
+    if found.is_empty() {
+        return pass(NAME, "no istiod, ztunnel or istio-cni-node found");
+    }
+    let (ours, others): (Vec<&Installed>, Vec<&Installed>) = found.iter().partition(|f| f.ours);
+    let list = |v: &[&Installed]| {
+        v.iter()
+            .map(|f| f.what.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if others.is_empty() {
+        let mut versions: Vec<&str> = ours.iter().filter_map(|f| f.version.as_deref()).collect();
+        versions.sort_unstable();
+        versions.dedup();
+        let mut releases: Vec<&str> = ours.iter().filter_map(|f| f.release.as_deref()).collect();
+        releases.sort_unstable();
+        releases.dedup();
+        let version = match versions.as_slice() {
+            [] => String::new(),
+            v => format!(" {}", v.join(", ")),
+        };
+        let release = match releases.as_slice() {
+            [] => String::new(),
+            r => format!(", helm release {}", r.join(", ")),
+        };
+        return warn(
+            NAME,
+            format!(
+                "this mesh{version} is already installed{release}: {}",
+                list(&ours)
+            ),
+            "nothing to install: change it with helm upgrade, or helm uninstall it before a fresh \
+             install",
+        );
+    }
+    let mut message = format!("another installation (not this mesh): {}", list(&others));
+    if !ours.is_empty() {
+        message.push_str(&format!("; this mesh: {}", list(&ours)));
+    }
+    warn(
+        NAME,
+        message,
+        "uninstall the other installation first: two control planes or two node agents conflict",
+    )
+}
+
+async fn conflicts_check(kube: &KubeEnv) -> Vec<Check> {
     let mut found = Vec::new();
     let deployments: Api<Deployment> = Api::namespaced(kube.client.clone(), &kube.istio_namespace);
     if let Ok(Some(d)) = deployments.get_opt("istiod").await {
         // Read through JSON: the optionality of these fields varies across API versions.
-        let image = serde_json::to_value(&d)
-            .ok()
-            .and_then(|v| {
-                v.pointer("/spec/template/spec/containers/0/image")
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-            })
-            .unwrap_or_default();
-        found.push(format!(
-            "Deployment {}/istiod (image {image})",
-            kube.istio_namespace
-        ));
+        let image = serde_json::to_value(&d).ok().and_then(|v| {
+            v.pointer("/spec/template/spec/containers/0/image")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        });
+        found.push(installed("Deployment", &d.metadata, image));
     }
     let ds: Api<DaemonSet> = Api::all(kube.client.clone());
     if let Ok(list) = ds.list(&ListParams::default()).await {
         for d in list.items {
-            let name = d.metadata.name.clone().unwrap_or_default();
+            let name = d.metadata.name.as_deref().unwrap_or_default();
             if name == "ztunnel" || name == "istio-cni-node" {
-                found.push(format!(
-                    "DaemonSet {}/{name}",
-                    d.metadata.namespace.unwrap_or_default()
-                ));
+                found.push(installed("DaemonSet", &d.metadata, None));
             }
         }
     }
-    let mut checks = vec![if found.is_empty() {
-        pass(NAME, "no istiod, ztunnel or istio-cni-node found")
-    } else {
-        warn(
-            NAME,
-            format!("found {}", found.join(", ")),
-            "if this is another Istio installation, uninstall it first (two control planes or \
-             two node agents conflict); if it is this mesh, upgrade it with helm upgrade",
-        )
-    }];
+    let mut checks = vec![existing_check(&found)];
     let namespaces: Api<Namespace> = Api::all(kube.client.clone());
     if let Ok(list) = namespaces
         .list(&ListParams::default().labels("istio-injection=enabled"))
@@ -729,6 +796,55 @@ mod tests {
         let c = cni_conf_check(dir.path());
         assert_eq!(c.verdict, Verdict::Pass, "{c:?}");
         assert!(c.message.contains("mesh-cni is chained"), "{c:?}");
+    }
+
+    #[test]
+    fn existing_installations_tell_this_mesh_from_others() {
+        assert_eq!(existing_check(&[]).verdict, Verdict::Pass);
+        let meta = |part_of: &str| ObjectMeta {
+            name: Some("istiod".into()),
+            namespace: Some("istio-system".into()),
+            labels: Some(
+                [
+                    ("app.kubernetes.io/part-of".to_string(), part_of.to_string()),
+                    ("app.kubernetes.io/version".to_string(), "0.1.0".to_string()),
+                ]
+                .into(),
+            ),
+            annotations: Some(
+                [(
+                    "meta.helm.sh/release-name".to_string(),
+                    "ambient".to_string(),
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        };
+        let ours = installed(
+            "Deployment",
+            &meta(PART_OF_THIS_MESH),
+            Some("x/istiod:0.1.0".into()),
+        );
+        let c = existing_check(std::slice::from_ref(&ours));
+        assert_eq!(c.verdict, Verdict::Warn);
+        assert_eq!(
+            c.message,
+            "this mesh 0.1.0 is already installed, helm release ambient: Deployment \
+             istio-system/istiod (image x/istiod:0.1.0)"
+        );
+        let other = installed("DaemonSet", &meta("istio"), None);
+        let c = existing_check(&[ours, other]);
+        assert_eq!(c.verdict, Verdict::Warn);
+        assert!(
+            c.message.starts_with(
+                "another installation (not this mesh): DaemonSet istio-system/istiod;"
+            ),
+            "{c:?}"
+        );
+        assert!(
+            c.fix.as_deref().unwrap_or("").contains("uninstall"),
+            "{c:?}"
+        );
     }
 
     #[test]

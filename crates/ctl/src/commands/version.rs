@@ -1,8 +1,11 @@
 //! `meshctl version`: the client's version, and what the control plane and each data-plane
-//! component it can reach report.
+//! component it can reach report. On Kubernetes each istiod and ztunnel pod is asked through
+//! a port-forward (what runs, not what was deployed); its image tag stands in, said so in the
+//! status, when it cannot be asked.
 
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 use serde::Serialize;
 use serde_json::Value;
@@ -12,7 +15,10 @@ use crate::cni_status;
 use crate::context::{Ctx, Mode};
 use crate::http;
 use crate::istiod::version_field;
-use crate::kube_client::{CNI_SELECTOR, ISTIOD_SELECTOR, KubeEnv, ZTUNNEL_SELECTOR, image_tag};
+use crate::kube_client::{
+    CNI_SELECTOR, ISTIOD_MONITORING_PORT, ISTIOD_SELECTOR, KubeEnv, ZTUNNEL_ADMIN_PORT,
+    ZTUNNEL_SELECTOR, image_tag,
+};
 use crate::local::LocalEnv;
 use crate::output::{self, OutputFormat, Table};
 
@@ -216,43 +222,147 @@ async fn local(env: &LocalEnv) -> (Vec<Component>, Vec<Component>) {
     (cp, dp)
 }
 
+/// A kind of mesh pod and where its running binary reports its version.
+struct KubeComponent {
+    name: &'static str,
+    selector: &'static str,
+    /// Port and path of a JSON document with a `version` field, reached through a
+    /// port-forward; `None`: the image tag is all there is.
+    endpoint: Option<(u16, &'static str)>,
+}
+
+const KUBE_COMPONENTS: [KubeComponent; 3] = [
+    KubeComponent {
+        name: "istiod",
+        selector: ISTIOD_SELECTOR,
+        endpoint: Some((ISTIOD_MONITORING_PORT, "/debug/config_dump")),
+    },
+    KubeComponent {
+        name: "ztunnel",
+        selector: ZTUNNEL_SELECTOR,
+        endpoint: Some((ZTUNNEL_ADMIN_PORT, "/config_dump")),
+    },
+    KubeComponent {
+        name: "cni-agent",
+        selector: CNI_SELECTOR,
+        endpoint: None,
+    },
+];
+
+/// How many pods are asked for their version at once.
+const PARALLEL_QUERIES: usize = 8;
+
 async fn kube_versions(kube: &KubeEnv) -> (Vec<Component>, Vec<Component>) {
+    let mut cp = Vec::new();
+    let mut dp = Vec::new();
+    for kind in &KUBE_COMPONENTS {
+        let list = kube_component(kube, kind).await;
+        if kind.name == "istiod" {
+            cp.extend(list);
+        } else {
+            dp.extend(list);
+        }
+    }
+    (cp, dp)
+}
+
+/// Each pod of one component: the version its binary reports, else its image tag (said so in
+/// the status).
+async fn kube_component(kube: &KubeEnv, kind: &KubeComponent) -> Vec<Component> {
     let ns = kube.istio_namespace.clone();
-    let list = |selector: &'static str, component: &'static str| {
-        let ns = ns.clone();
-        async move {
-            match kube
-                .pods(&ns, &ListParams::default().labels(selector))
-                .await
-            {
-                Ok(pods) => pods
-                    .iter()
-                    .map(|p| {
-                        let ready = crate::waypoint_gateway::pod_ready(p);
-                        Component {
-                            component: component.into(),
-                            node: p.spec.as_ref().and_then(|s| s.node_name.clone()),
-                            source: Some(format!(
-                                "pod {ns}/{}",
-                                p.metadata.name.as_deref().unwrap_or("")
-                            )),
-                            version: Some(image_tag(p)),
-                            status: if ready { "ready" } else { "not ready" }.into(),
-                        }
-                    })
-                    .collect(),
-                Err(e) => vec![Component {
-                    component: component.into(),
+    let pods = match kube
+        .pods(&ns, &ListParams::default().labels(kind.selector))
+        .await
+    {
+        Ok(pods) => pods,
+        Err(e) => {
+            return vec![Component {
+                component: kind.name.into(),
+                node: None,
+                source: None,
+                version: None,
+                status: format!("cannot list: {e}"),
+            }];
+        }
+    };
+    let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(PARALLEL_QUERIES));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, pod) in pods.into_iter().enumerate() {
+        let (kube, ns, limit) = (kube.clone(), ns.clone(), limit.clone());
+        let endpoint = kind.endpoint;
+        let component = kind.name;
+        tasks.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            (i, pod_version(&kube, &ns, &pod, component, endpoint).await)
+        });
+    }
+    let mut out: Vec<(usize, Component)> = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(done) => out.push(done),
+            Err(e) => out.push((
+                usize::MAX,
+                Component {
+                    component: kind.name.into(),
                     node: None,
                     source: None,
                     version: None,
-                    status: format!("cannot list: {e}"),
-                }],
+                    status: format!("query failed: {e}"),
+                },
+            )),
+        }
+    }
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, c)| c).collect()
+}
+
+async fn pod_version(
+    kube: &KubeEnv,
+    ns: &str,
+    pod: &Pod,
+    component: &str,
+    endpoint: Option<(u16, &str)>,
+) -> Component {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let ready = crate::waypoint_gateway::pod_ready(pod);
+    let tag = image_tag(pod);
+    let mut status = if ready { "ready" } else { "not ready" }.to_string();
+    let reported = match endpoint {
+        Some((port, path)) => {
+            match kube
+                .get_via_port_forward(ns, &name, port, path, TIMEOUT)
+                .await
+            {
+                Ok(body) => match serde_json::from_slice::<Value>(&body) {
+                    Ok(doc) => version_field(&doc).ok_or_else(|| format!("{path} has no version")),
+                    Err(e) => Err(format!("{path} is not JSON: {e}")),
+                },
+                Err(e) => Err(e.to_string()),
             }
         }
+        None => Err(String::new()),
     };
-    let cp = list(ISTIOD_SELECTOR, "istiod").await;
-    let mut dp = list(ZTUNNEL_SELECTOR, "ztunnel").await;
-    dp.extend(list(CNI_SELECTOR, "cni-agent").await);
-    (cp, dp)
+    let version = match reported {
+        Ok(v) => {
+            if v != tag {
+                status.push_str(&format!("; image tag {tag}"));
+            }
+            v
+        }
+        Err(why) => {
+            if why.is_empty() {
+                status.push_str("; version from the image tag");
+            } else {
+                status.push_str(&format!("; version from the image tag ({why})"));
+            }
+            tag
+        }
+    };
+    Component {
+        component: component.into(),
+        node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+        source: Some(format!("pod {ns}/{name}")),
+        version: Some(version),
+        status,
+    }
 }

@@ -12,7 +12,6 @@ use serde::Serialize;
 
 use crate::cli::{
     WaypointApplyArgs, WaypointCommand, WaypointDeleteArgs, WaypointGenerateArgs, WaypointListArgs,
-    WaypointStatusArgs,
 };
 use crate::context::{Ctx, Mode};
 use crate::istiod::WaypointState;
@@ -34,37 +33,26 @@ pub async fn run(ctx: &Ctx, cmd: &WaypointCommand) -> anyhow::Result<u8> {
             Mode::Kube(s) => apply_kube(ctx, &Ctx::kube(s).await?, a).await,
         },
         WaypointCommand::List(a) => {
-            let rows = match &ctx.mode {
-                Mode::Local(env) => {
-                    rows_local(env, namespace_filter(ctx, a.all_namespaces)).await?
-                }
-                Mode::Kube(s) => {
-                    let kube = Ctx::kube(s).await?;
-                    let ns = (!a.all_namespaces).then(|| ctx.kube_namespace(&kube));
-                    rows_kube(&kube, ns.as_deref()).await?
-                }
-            };
-            print_list(ctx, &rows, a)?;
+            let (ns, rows) = listed(ctx, a.all_namespaces).await?;
+            print_list(ctx, &rows, a, ns.as_deref())?;
             Ok(EXIT_OK)
         }
         WaypointCommand::Status(a) => {
-            let mut rows = match &ctx.mode {
-                Mode::Local(env) => {
-                    rows_local(env, namespace_filter(ctx, a.all_namespaces)).await?
-                }
-                Mode::Kube(s) => {
-                    let kube = Ctx::kube(s).await?;
-                    let ns = (!a.all_namespaces).then(|| ctx.kube_namespace(&kube));
-                    rows_kube(&kube, ns.as_deref()).await?
-                }
-            };
+            let (ns, mut rows) = listed(ctx, a.all_namespaces).await?;
             if let Some(name) = &a.name {
                 rows.retain(|r| &r.name == name);
                 if rows.is_empty() {
-                    bail!("waypoint {name} not found; `meshctl waypoint list` shows the waypoints");
+                    let place = ns
+                        .as_deref()
+                        .map(|ns| format!(" in namespace {ns}"))
+                        .unwrap_or_default();
+                    bail!(
+                        "waypoint {name} not found{place}; `meshctl waypoint list` shows the \
+                         waypoints"
+                    );
                 }
             }
-            print_status(ctx, &rows, a)?;
+            print_status(ctx, &rows, ns.as_deref())?;
             Ok(EXIT_OK)
         }
         WaypointCommand::Delete(a) => match &ctx.mode {
@@ -74,9 +62,22 @@ pub async fn run(ctx: &Ctx, cmd: &WaypointCommand) -> anyhow::Result<u8> {
     }
 }
 
-/// `Some(ns)` for one namespace (`-n` or `default`), `None` with `-A`.
-fn namespace_filter(ctx: &Ctx, all: bool) -> Option<String> {
-    (!all).then(|| ctx.local_namespace())
+/// The waypoints of one namespace (`-n`, else the default one), or of all with `-A`; the
+/// namespace listed (`None` with `-A`) and the rows.
+async fn listed(ctx: &Ctx, all: bool) -> anyhow::Result<(Option<String>, Vec<WaypointRow>)> {
+    match &ctx.mode {
+        Mode::Local(env) => {
+            let ns = (!all).then(|| ctx.local_namespace());
+            let rows = rows_local(env, ns.clone()).await?;
+            Ok((ns, rows))
+        }
+        Mode::Kube(s) => {
+            let kube = Ctx::kube(s).await?;
+            let ns = (!all).then(|| ctx.kube_namespace(&kube));
+            let rows = rows_kube(&kube, ns.as_deref()).await?;
+            Ok((ns, rows))
+        }
+    }
 }
 
 async fn generate(ctx: &Ctx, a: &WaypointGenerateArgs) -> anyhow::Result<u8> {
@@ -577,22 +578,23 @@ fn programmed_text(p: Option<bool>) -> &'static str {
     }
 }
 
-fn empty_note(ctx: &Ctx, all: bool) -> String {
-    if all {
-        "No waypoints found.\n".into()
-    } else {
-        let ns = ctx
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "the namespace".into());
-        format!("No waypoints found in namespace {ns}.\n")
+/// What an empty list says: the namespace looked in (`None`: every namespace).
+fn empty_note(ns: Option<&str>) -> String {
+    match ns {
+        None => "No waypoints found.\n".into(),
+        Some(ns) => format!("No waypoints found in namespace {ns}.\n"),
     }
 }
 
-fn print_list(ctx: &Ctx, rows: &[WaypointRow], a: &WaypointListArgs) -> anyhow::Result<()> {
+fn print_list(
+    ctx: &Ctx,
+    rows: &[WaypointRow],
+    a: &WaypointListArgs,
+    ns: Option<&str>,
+) -> anyhow::Result<()> {
     output::print(ctx.output, &rows, || {
         if rows.is_empty() {
-            return empty_note(ctx, a.all_namespaces);
+            return empty_note(ns);
         }
         let mut headers = vec!["NAME", "TRAFFIC TYPE", "PROGRAMMED"];
         if a.all_namespaces {
@@ -615,10 +617,10 @@ fn print_list(ctx: &Ctx, rows: &[WaypointRow], a: &WaypointListArgs) -> anyhow::
     Ok(())
 }
 
-fn print_status(ctx: &Ctx, rows: &[WaypointRow], a: &WaypointStatusArgs) -> anyhow::Result<()> {
+fn print_status(ctx: &Ctx, rows: &[WaypointRow], ns: Option<&str>) -> anyhow::Result<()> {
     output::print(ctx.output, &rows, || {
         if rows.is_empty() {
-            return empty_note(ctx, a.all_namespaces);
+            return empty_note(ns);
         }
         let mut t = Table::new(["NAMESPACE", "NAME", "STATUS", "TYPE", "REASON", "MESSAGE"]);
         for r in rows {

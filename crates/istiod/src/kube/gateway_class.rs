@@ -1,9 +1,12 @@
 //! Installs the `istio-waypoint` GatewayClass (controller `istio.io/mesh-controller`) when it
-//! is absent, and keeps its `Accepted` condition written. Runs on the leader, once the Gateway
-//! API is served; a class that already exists is never modified, only its status.
+//! is absent (unless the installation creates it itself: `--create-gateway-class=false`), and
+//! keeps its `Accepted` condition written. Runs on the leader, once the Gateway API is served; a
+//! class that already exists is never modified, only its status. A class istiod creates is
+//! owned by the installation's owner ([`crate::kube::owner`]).
 
 use std::time::Duration;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
@@ -51,12 +54,29 @@ pub fn class_status(class: &DynamicObject, now: Timestamp) -> Option<Value> {
     Some(json!({ "conditions": conditions }))
 }
 
-async fn ensure(api: &Api<DynamicObject>) -> Result<(), kube::Error> {
+/// What the controller does with the class.
+#[derive(Clone, Debug)]
+pub struct ClassSettings {
+    /// Create the class when it is absent (else only its status is written).
+    pub create: bool,
+    /// Owner of a class created here.
+    pub owner: Option<OwnerReference>,
+}
+
+async fn ensure(api: &Api<DynamicObject>, settings: &ClassSettings) -> Result<(), kube::Error> {
     let class = match api.get_opt(WAYPOINT_GATEWAY_CLASS).await? {
         Some(c) => c,
+        None if !settings.create => {
+            tracing::debug!(
+                class = WAYPOINT_GATEWAY_CLASS,
+                "GatewayClass absent; the installation creates it"
+            );
+            return Ok(());
+        }
         None => {
-            let obj: DynamicObject =
+            let mut obj: DynamicObject =
                 serde_json::from_value(desired_class()).map_err(kube::Error::SerdeError)?;
+            crate::kube::owner::set_owner(&mut obj.metadata, settings.owner.as_ref());
             match api.create(&PostParams::default(), &obj).await {
                 Ok(created) => {
                     tracing::info!(class = WAYPOINT_GATEWAY_CLASS, "GatewayClass installed");
@@ -96,7 +116,7 @@ async fn ensure(api: &Api<DynamicObject>) -> Result<(), kube::Error> {
 }
 
 /// Keeps the class installed and accepted until the task is aborted.
-pub async fn run(client: Client) {
+pub async fn run(client: Client, settings: ClassSettings) {
     let api = Api::<DynamicObject>::all_with(client, &WatchedKind::GatewayClass.api_resource());
     crate::kube::wait_until_served(
         &api,
@@ -104,7 +124,7 @@ pub async fn run(client: Client) {
     )
     .await;
     loop {
-        if let Err(e) = ensure(&api).await {
+        if let Err(e) = ensure(&api, &settings).await {
             tracing::warn!(class = WAYPOINT_GATEWAY_CLASS, error = %e, "cannot install the GatewayClass");
         }
         tokio::time::sleep(RECHECK).await;

@@ -235,7 +235,11 @@ impl KubeRuntime {
             )),
         ];
         if self.settings.waypoint_controller {
-            tasks.push(tokio::spawn(gateway_class::run(client.clone())));
+            let class = gateway_class::ClassSettings {
+                create: self.settings.create_gateway_class,
+                owner: self.owner.clone(),
+            };
+            tasks.push(tokio::spawn(gateway_class::run(client.clone(), class)));
             let wctx = waypoint::Context {
                 client: client.clone(),
                 settings: self.waypoint_settings(&ctx.model),

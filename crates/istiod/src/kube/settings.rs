@@ -82,6 +82,10 @@ pub struct KubeArgs {
     /// Run the waypoint deployment controller (on the leader).
     #[arg(long, env = "WAYPOINT_CONTROLLER", default_value_t = true, action = clap::ArgAction::Set)]
     pub waypoint_controller: bool,
+    /// Create the `istio-waypoint` GatewayClass when it is absent; false when the installation
+    /// creates it (the chart does when the Gateway API is served at install time).
+    #[arg(long, env = "CREATE_GATEWAY_CLASS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub create_gateway_class: bool,
     /// Lease that elects the replica running the controllers and status writers.
     #[arg(
         long,
@@ -124,6 +128,7 @@ pub struct KubeSettings {
     pub waypoint_xds_address: Option<String>,
     pub waypoint_image_pull_policy: String,
     pub waypoint_controller: bool,
+    pub create_gateway_class: bool,
     pub leader_lease: String,
     #[serde(serialize_with = "ser_duration")]
     pub leader_lease_duration: Duration,
@@ -158,6 +163,7 @@ impl KubeSettings {
             waypoint_xds_address: args.waypoint_xds_address.clone().filter(|a| !a.is_empty()),
             waypoint_image_pull_policy: args.waypoint_image_pull_policy.clone(),
             waypoint_controller: args.waypoint_controller,
+            create_gateway_class: args.create_gateway_class,
             leader_lease: args.leader_lease.clone(),
             leader_lease_duration: args.leader_lease_duration,
             webhook_config_name,
