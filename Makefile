@@ -17,6 +17,7 @@ help: ## Show this help
 .PHONY: deps
 deps: ## Install what the build and tests need (Debian packages, Rust components)
 	@scripts/install-deps.sh
+	@scripts/disk-guard.sh "$(CARGO_TARGET_DIR)"
 
 .PHONY: build
 build: deps ## Build every binary

@@ -435,3 +435,34 @@ fn service_vip_reaches_its_pods_over_the_mesh() -> anyhow::Result<()> {
         Ok(())
     })
 }
+
+#[test]
+fn an_enrolled_pod_has_its_certificate_before_its_first_connection() -> anyhow::Result<()> {
+    with_mesh(|c| {
+        let ns = "l4-cert";
+        enrolled_namespace(c, ns)?;
+        let quiet = client(c, "quiet", ns, 0, "quiet-sa")?;
+        c.wait_enrolled(&quiet, &[], PROPAGATION)?;
+        let n1 = c.node(&quiet.node)?;
+        let want = format!("spiffe://cluster.local/ns/{ns}/sa/quiet-sa");
+        // No traffic from or to the pod: the certificate comes from enrolment alone.
+        let cert = eventually(
+            &format!("{} ztunnel to hold a certificate for {want}", n1.name),
+            PROPAGATION,
+            || {
+                let dump = c.ztunnel_config_dump(n1).map_err(|e| e.to_string())?;
+                let certs = dump["certificates"].as_array().cloned().unwrap_or_default();
+                certs
+                    .iter()
+                    .find(|cert| cert["identity"] == want.as_str() && cert["state"] == "Available")
+                    .cloned()
+                    .ok_or_else(|| format!("certificates: {certs:?}"))
+            },
+        )?;
+        ensure!(
+            cert["expires_in_seconds"].as_i64().unwrap_or(0) > 0,
+            "the certificate is not valid: {cert}"
+        );
+        Ok(())
+    })
+}

@@ -102,6 +102,22 @@ impl PodProxy {
             }
             .instrument(span.clone()),
         );
+        // The pod's certificate is fetched now rather than on its first connection, so that the
+        // first connection does not wait for the CA (and the certificate shows in config_dump).
+        let certs = inputs.certs.clone();
+        let id = pod.identity.clone();
+        let cancel = pod.cancel.clone();
+        pod.tasks.spawn(
+            async move {
+                tokio::select! {
+                    _ = cancel.cancelled() => {}
+                    r = certs.fetch(&id) => if let Err(e) = r {
+                        tracing::warn!(error = %e, "certificate not fetched at enrolment; retried on the first connection");
+                    }
+                }
+            }
+            .instrument(span.clone()),
+        );
         tracing::info!(parent: &span, uid = %pod.uid, identity = %pod.identity, "pod enrolled: listeners up");
         Ok(pod)
     }
