@@ -236,16 +236,20 @@ fn http_route_splits_traffic_90_10_between_two_versions() -> anyhow::Result<()> 
         );
         // A request is counted once its response is complete, which may be just after the
         // client has read it.
-        let counted = eventually("the waypoint to count the 1000 requests", PROPAGATION, || {
-            let after = c
-                .waypoint_requests(&wp, &[("response_code", "200")])
-                .map_err(|e| e.to_string())?;
-            if after - before >= 1000.0 {
-                Ok(())
-            } else {
-                Err(format!("counted {}", after - before))
-            }
-        });
+        let counted = eventually(
+            "the waypoint to count the 1000 requests",
+            PROPAGATION,
+            || {
+                let after = c
+                    .waypoint_requests(&wp, &[("response_code", "200")])
+                    .map_err(|e| e.to_string())?;
+                if after - before >= 1000.0 {
+                    Ok(())
+                } else {
+                    Err(format!("counted {}", after - before))
+                }
+            },
+        );
         if let Err(e) = counted {
             bail!("{e}\n{}", c.describe_waypoint_requests(&wp));
         }

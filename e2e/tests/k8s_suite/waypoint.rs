@@ -174,6 +174,39 @@ pub async fn run(suite: &mut Suite) -> anyhow::Result<()> {
     .await?;
     suite.log("HTTPRoute in force: /v2 answered by echo-v2 only");
 
+    // What `kubectl get httproute -o yaml` shows: the mesh accepted the route for its parent.
+    let route_ref = apply::parse(&route(ns))?;
+    let accepted = eventually(
+        "the HTTPRoute's status to show the parent Service accepted",
+        PROPAGATION,
+        || async {
+            let live = apply::get_live(&suite.client, &route_ref[0])
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or("the HTTPRoute is gone")?;
+            let parent = &live.data["status"]["parents"][0];
+            let cond = |t: &str| {
+                parent["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|c| c["type"] == t)
+                    .map(|c| c["status"].as_str().unwrap_or_default().to_string())
+            };
+            if parent["controllerName"] == "istio.io/mesh-controller"
+                && parent["parentRef"]["name"] == "echo"
+                && cond("Accepted").as_deref() == Some("True")
+                && cond("ResolvedRefs").as_deref() == Some("True")
+            {
+                Ok(parent["conditions"][0]["message"].clone())
+            } else {
+                Err(format!("status: {}", live.data["status"]))
+            }
+        },
+    )
+    .await?;
+    suite.log(format!("HTTPRoute status: Accepted ({accepted})"));
+
     let before = mesh::pod_metrics(&suite.client, ns, &wp_pod).await?;
     let url = format!("{base}/");
     let sum = traffic::http_repeat(suite, client, &url, SPLIT_REQUESTS).await?;

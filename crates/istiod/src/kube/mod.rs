@@ -8,7 +8,8 @@
 //!
 //! The replica elected through a Lease ([`leader`]) also runs the controllers: the waypoint
 //! deployment controller ([`waypoint`]), the `istio-waypoint` GatewayClass ([`gateway_class`]),
-//! the status of AuthorizationPolicies and PeerAuthentications ([`policy_status`]), the root
+//! the status of AuthorizationPolicies and PeerAuthentications ([`policy_status`]) and of
+//! HTTPRoutes and GRPCRoutes ([`route_status`]), the root
 //! certificate ConfigMap in every namespace ([`root_cert`]) and the webhook's CA bundle
 //! ([`webhook_config`]). They stop when leadership is lost.
 //!
@@ -39,6 +40,7 @@ pub mod leader;
 pub mod owner;
 pub mod policy_status;
 pub mod root_cert;
+pub mod route_status;
 pub mod settings;
 pub mod token_review;
 pub mod waypoint;
@@ -229,6 +231,11 @@ impl KubeRuntime {
                 self.owner.clone(),
             )),
             tokio::spawn(policy_status::run(
+                client.clone(),
+                ctx.snapshot.clone(),
+                ctx.status.clone(),
+            )),
+            tokio::spawn(route_status::run(
                 client.clone(),
                 ctx.snapshot.clone(),
                 ctx.status.clone(),

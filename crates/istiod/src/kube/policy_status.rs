@@ -184,7 +184,7 @@ async fn write(
 }
 
 /// Waits (bounded) until the model of `generation` is projected.
-async fn projected(status: &ControlPlaneStatus, generation: u64) {
+pub(crate) async fn projected(status: &ControlPlaneStatus, generation: u64) {
     let deadline = tokio::time::Instant::now() + PROJECTION_WAIT;
     while status.projected().generation < generation && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
