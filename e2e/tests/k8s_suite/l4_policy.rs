@@ -71,6 +71,31 @@ pub async fn run(suite: &mut Suite) -> anyhow::Result<()> {
     traffic::tcp_echo_ok(suite, client, &echo, "allowed by the ALLOW policy").await?;
     suite.log("ALLOW client only: client -> echo still answered");
 
+    // What `kubectl get authorizationpolicy -o yaml` shows: ztunnel took the policy as written.
+    let allow_ref = apply::parse(&allow)?;
+    let condition = e2e::k8s::eventually(
+        "the ALLOW policy's status to say ztunnel accepted it",
+        PROPAGATION,
+        || async {
+            let live = apply::get_live(&suite.client, &allow_ref[0])
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or("the policy is gone")?;
+            let found = live.data["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["type"] == "ZtunnelAccepted" && c["status"] == "True")
+                .cloned();
+            found.ok_or_else(|| format!("status: {}", live.data["status"]))
+        },
+    )
+    .await?;
+    suite.log(format!(
+        "ALLOW policy status: ZtunnelAccepted=True ({})",
+        condition["message"]
+    ));
+
     let deny = deny_client_tcp(ns, td);
     apply::apply_yaml(&suite.client, &deny).await?;
     let said = traffic::eventually_tcp_denied(suite, client, &echo, PROPAGATION).await?;

@@ -42,6 +42,7 @@ pub mod policy_status;
 pub mod root_cert;
 pub mod route_status;
 pub mod settings;
+pub mod status_writer;
 pub mod token_review;
 pub mod waypoint;
 pub mod webhook_config;
@@ -230,15 +231,17 @@ impl KubeRuntime {
                 ctx.root_cert_pem.clone(),
                 self.owner.clone(),
             )),
-            tokio::spawn(policy_status::run(
+            tokio::spawn(status_writer::run(
                 client.clone(),
                 ctx.snapshot.clone(),
                 ctx.status.clone(),
+                policy_status::PolicyStatuses,
             )),
-            tokio::spawn(route_status::run(
+            tokio::spawn(status_writer::run(
                 client.clone(),
                 ctx.snapshot.clone(),
                 ctx.status.clone(),
+                route_status::RouteStatuses,
             )),
         ];
         if self.settings.waypoint_controller {

@@ -8,31 +8,23 @@
 //! - `WaypointAccepted` on policies with `targetRefs`: `True`/`Accepted` naming the waypoints
 //!   that enforce it, `False`/`TargetNotFound` when no waypoint does.
 //!
-//! Runs on the leader, after each projection; writes only what changed.
+//! Written by [`crate::kube::status_writer`] after each projection.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
-use kube::{Client, ResourceExt};
-use mesh_config::objects::kind;
 use mesh_config::{Object, ObjectKey, Snapshot, WatchedKind};
 use serde_json::{Value, json};
-use tokio::sync::watch;
 
-use crate::kube::FIELD_MANAGER;
 use crate::kube::conditions::{self, Wanted};
+use crate::kube::status_writer::{self, StatusSource};
 use crate::status::ControlPlaneStatus;
 
 /// Condition type on objects ztunnel enforces.
 pub const ZTUNNEL_ACCEPTED: &str = "ZtunnelAccepted";
 /// Condition type on policies attached to waypoints.
 pub const WAYPOINT_ACCEPTED: &str = "WaypointAccepted";
-/// Longest wait for the projection of a snapshot before writing statuses anyway.
-const PROJECTION_WAIT: Duration = Duration::from_secs(10);
 
 /// What decides one object's condition.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -86,12 +78,7 @@ pub fn facts(
     snapshot: &Snapshot,
     status: &ControlPlaneStatus,
 ) -> BTreeMap<ObjectKey, (Option<i64>, PolicyFacts)> {
-    let mut issues: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for issue in status.issues() {
-        if let Some(object) = issue.object {
-            issues.entry(object).or_default().push(issue.reason);
-        }
-    }
+    let issues = status_writer::issues_by_object(status);
     let mut enforced: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for wp in status.waypoints() {
         for policy in &wp.policies {
@@ -123,113 +110,44 @@ pub fn facts(
     out
 }
 
-fn kind_of(key: &ObjectKey) -> WatchedKind {
-    if key.kind == kind::PEER_AUTHENTICATION {
-        WatchedKind::PeerAuthentication
-    } else {
-        WatchedKind::AuthorizationPolicy
-    }
-}
+/// Policies and PeerAuthentications, for the status writer.
+pub struct PolicyStatuses;
 
-/// The conditions already written, so that transition times survive leader changes.
-async fn written_conditions(client: &Client) -> BTreeMap<ObjectKey, Vec<Condition>> {
-    let mut out = BTreeMap::new();
-    for kind in [
-        WatchedKind::AuthorizationPolicy,
-        WatchedKind::PeerAuthentication,
-    ] {
-        let api = Api::<DynamicObject>::all_with(client.clone(), &kind.api_resource());
-        match api.list(&ListParams::default()).await {
-            Ok(list) => {
-                for obj in list.items {
-                    let key = ObjectKey::new(
-                        kind.kind(),
-                        obj.namespace().unwrap_or_default(),
-                        obj.name_any(),
-                    );
-                    out.insert(key, conditions::read(obj.data.get("status")));
+impl StatusSource for PolicyStatuses {
+    fn kinds(&self) -> &'static [WatchedKind] {
+        &[
+            WatchedKind::AuthorizationPolicy,
+            WatchedKind::PeerAuthentication,
+        ]
+    }
+
+    fn statuses(
+        &self,
+        snapshot: &Snapshot,
+        status: &ControlPlaneStatus,
+        written: &BTreeMap<ObjectKey, Value>,
+        now: Timestamp,
+    ) -> BTreeMap<ObjectKey, Value> {
+        facts(snapshot, status)
+            .into_iter()
+            .map(|(key, (generation, facts))| {
+                let previous = conditions::read(written.get(&key));
+                let mut value = json!({
+                    "conditions": status_of(&facts, generation, &previous, now),
+                });
+                if let Some(g) = generation {
+                    value["observedGeneration"] = Value::from(g);
                 }
-            }
-            Err(e) => tracing::debug!(resource = %kind.resource_label(), error = %e, "cannot list"),
-        }
-    }
-    out
-}
-
-async fn write(
-    client: &Client,
-    key: &ObjectKey,
-    conditions: &[Condition],
-    generation: Option<i64>,
-) -> Result<(), kube::Error> {
-    let ar = kind_of(key).api_resource();
-    let mut status = json!({ "conditions": conditions });
-    if let Some(g) = generation {
-        status["observedGeneration"] = Value::from(g);
-    }
-    let body = json!({
-        "apiVersion": ar.api_version,
-        "kind": ar.kind,
-        "metadata": {"name": key.name, "namespace": key.namespace},
-        "status": status,
-    });
-    Api::<DynamicObject>::namespaced_with(client.clone(), &key.namespace, &ar)
-        .patch_status(
-            &key.name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&body),
-        )
-        .await
-        .map(|_| ())
-}
-
-/// Waits (bounded) until the model of `generation` is projected.
-pub(crate) async fn projected(status: &ControlPlaneStatus, generation: u64) {
-    let deadline = tokio::time::Instant::now() + PROJECTION_WAIT;
-    while status.projected().generation < generation && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Writes statuses after every projection until the task is aborted or the source stops.
-pub async fn run(
-    client: Client,
-    mut snapshot: watch::Receiver<Arc<Snapshot>>,
-    status: Arc<ControlPlaneStatus>,
-) {
-    let mut written = written_conditions(&client).await;
-    loop {
-        let snap = snapshot.borrow_and_update().clone();
-        projected(&status, snap.generation).await;
-        let now = Timestamp::now();
-        let all = facts(&snap, &status);
-        written.retain(|k, _| all.contains_key(k));
-        for (key, (generation, facts)) in &all {
-            let previous = written.get(key).cloned().unwrap_or_default();
-            let next = status_of(facts, *generation, &previous, now);
-            if next == previous {
-                continue;
-            }
-            match write(&client, key, &next, *generation).await {
-                Ok(()) => {
-                    tracing::debug!(object = %key, condition = ?next.first().map(|c| (&c.type_, &c.status)), "status written");
-                    written.insert(key.clone(), next);
-                }
-                Err(kube::Error::Api(s)) if s.code == 404 => {
-                    tracing::debug!(object = %key, "no status written: the object (or its status subresource) is gone");
-                }
-                Err(e) => tracing::warn!(object = %key, error = %e, "cannot write the status"),
-            }
-        }
-        if snapshot.changed().await.is_err() {
-            return;
-        }
+                (key, value)
+            })
+            .collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mesh_config::objects::kind;
 
     fn now() -> Timestamp {
         Timestamp::from_second(1_700_000_000).expect("valid")

@@ -8,22 +8,18 @@
 //! - `ResolvedRefs`: `False`/`BackendNotFound` when a `backendRef` names nothing usable,
 //!   `True` otherwise.
 //!
-//! Runs on the leader, after each projection; writes only what changed.
+//! Written by [`crate::kube::status_writer`] after each projection.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
-use kube::{Client, ResourceExt};
 use mesh_config::objects::{MESH_CONTROLLER_NAME, ParentReference, kind};
 use mesh_config::{Object, ObjectKey, Snapshot, WatchedKind};
 use serde_json::{Value, json};
-use tokio::sync::watch;
 
-use crate::kube::FIELD_MANAGER;
 use crate::kube::conditions::{self, Wanted};
+use crate::kube::status_writer::{self, StatusSource};
 use crate::status::ControlPlaneStatus;
 
 /// What decides a route's status.
@@ -148,12 +144,7 @@ pub fn facts(
     snapshot: &Snapshot,
     status: &ControlPlaneStatus,
 ) -> BTreeMap<ObjectKey, (Option<i64>, RouteFacts)> {
-    let mut issues: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for issue in status.issues() {
-        if let Some(object) = issue.object {
-            issues.entry(object).or_default().push(issue.reason);
-        }
-    }
+    let issues = status_writer::issues_by_object(status);
     let mut programmed: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for wp in status.waypoints() {
         for route in &wp.routes {
@@ -184,89 +175,29 @@ pub fn facts(
     out
 }
 
-fn kind_of(key: &ObjectKey) -> WatchedKind {
-    if key.kind == kind::GRPC_ROUTE {
-        WatchedKind::GrpcRoute
-    } else {
-        WatchedKind::HttpRoute
+/// HTTPRoutes and GRPCRoutes, for the status writer.
+pub struct RouteStatuses;
+
+impl StatusSource for RouteStatuses {
+    fn kinds(&self) -> &'static [WatchedKind] {
+        &[WatchedKind::HttpRoute, WatchedKind::GrpcRoute]
     }
-}
 
-/// The statuses already written.
-async fn written_statuses(client: &Client) -> BTreeMap<ObjectKey, Value> {
-    let mut out = BTreeMap::new();
-    for kind in [WatchedKind::HttpRoute, WatchedKind::GrpcRoute] {
-        let api = Api::<DynamicObject>::all_with(client.clone(), &kind.api_resource());
-        match api.list(&ListParams::default()).await {
-            Ok(list) => {
-                for obj in list.items {
-                    let key = ObjectKey::new(
-                        kind.kind(),
-                        obj.namespace().unwrap_or_default(),
-                        obj.name_any(),
-                    );
-                    out.insert(key, obj.data.get("status").cloned().unwrap_or(Value::Null));
-                }
-            }
-            Err(e) => tracing::debug!(resource = %kind.resource_label(), error = %e, "cannot list"),
-        }
-    }
-    out
-}
-
-async fn write(client: &Client, key: &ObjectKey, status: &Value) -> Result<(), kube::Error> {
-    let ar = kind_of(key).api_resource();
-    let body = json!({
-        "apiVersion": ar.api_version,
-        "kind": ar.kind,
-        "metadata": {"name": key.name, "namespace": key.namespace},
-        "status": status,
-    });
-    Api::<DynamicObject>::namespaced_with(client.clone(), &key.namespace, &ar)
-        .patch_status(
-            &key.name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&body),
-        )
-        .await
-        .map(|_| ())
-}
-
-/// Writes route statuses after every projection until the task is aborted or the source stops.
-pub async fn run(
-    client: Client,
-    mut snapshot: watch::Receiver<Arc<Snapshot>>,
-    status: Arc<ControlPlaneStatus>,
-) {
-    let mut written = written_statuses(&client).await;
-    loop {
-        let snap = snapshot.borrow_and_update().clone();
-        super::policy_status::projected(&status, snap.generation).await;
-        let now = Timestamp::now();
-        let all = facts(&snap, &status);
-        written.retain(|k, _| all.contains_key(k));
-        for (key, (generation, facts)) in &all {
-            let previous = written.get(key).cloned().unwrap_or(Value::Null);
-            let next = status_of(&key.namespace, facts, *generation, &previous, now);
-            if next == previous {
-                continue;
-            }
-            match write(&client, key, &next).await {
-                Ok(()) => {
-                    tracing::debug!(object = %key, "route status written");
-                    written.insert(key.clone(), next);
-                }
-                Err(kube::Error::Api(s)) if s.code == 404 => {
-                    tracing::debug!(object = %key, "no status written: the route is gone");
-                }
-                Err(e) => {
-                    tracing::warn!(object = %key, error = %e, "cannot write the route status")
-                }
-            }
-        }
-        if snapshot.changed().await.is_err() {
-            return;
-        }
+    fn statuses(
+        &self,
+        snapshot: &Snapshot,
+        status: &ControlPlaneStatus,
+        written: &BTreeMap<ObjectKey, Value>,
+        now: Timestamp,
+    ) -> BTreeMap<ObjectKey, Value> {
+        facts(snapshot, status)
+            .into_iter()
+            .map(|(key, (generation, facts))| {
+                let previous = written.get(&key).cloned().unwrap_or(Value::Null);
+                let value = status_of(&key.namespace, &facts, generation, &previous, now);
+                (key, value)
+            })
+            .collect()
     }
 }
 
