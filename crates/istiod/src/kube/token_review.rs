@@ -11,8 +11,12 @@
 //!   to no pod is refused, since nothing ties it to a node;
 //! - any other service account is a [`Caller::Workload`] and obtains only its own identity.
 
+mod cache;
+
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Instant;
 
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenReviewStatus};
 use kube::Client;
@@ -22,6 +26,7 @@ use serde::Serialize;
 
 use crate::ca_auth::Caller;
 use crate::ca_service::Refusal;
+pub use cache::ReviewCache;
 
 /// TokenReview extra naming the node of the pod a token is bound to (Kubernetes 1.30+).
 pub const NODE_NAME_EXTRA: &str = "authentication.kubernetes.io/node-name";
@@ -180,25 +185,37 @@ fn bound_pod_node(
         })
 }
 
-/// Reviews tokens with the API server.
+/// Reviews tokens with the API server, reusing recent reviews ([`ReviewCache`]).
 #[derive(Clone)]
 pub struct TokenReviewer {
     client: Client,
     policy: ReviewPolicy,
+    cache: Arc<ReviewCache>,
 }
 
 impl TokenReviewer {
     pub fn new(client: Client, policy: ReviewPolicy) -> Self {
-        TokenReviewer { client, policy }
+        TokenReviewer {
+            client,
+            policy,
+            cache: Arc::new(ReviewCache::default()),
+        }
     }
 
     pub fn policy(&self) -> &ReviewPolicy {
         &self.policy
     }
 
-    /// Reviews `token`, then [`decide`]s.
+    /// Reviews `token` (or reuses a recent review of it), then [`decide`]s.
     pub async fn authenticate(&self, token: &str, snapshot: &Snapshot) -> Result<Caller, Refusal> {
-        let status = self.review(token).await?;
+        let status = match self.cache.get(token, Instant::now()) {
+            Some(status) => status,
+            None => {
+                let status = self.review(token).await?;
+                self.cache.put(token, &status, Instant::now());
+                status
+            }
+        };
         decide(&status, &self.policy, snapshot)
     }
 
