@@ -230,6 +230,28 @@ pub async fn run(suite: &mut Suite) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The objects of kind `K` in `ns`, but for those named in `keep`, as `Kind ns/name`.
+async fn named_leftovers<K>(client: &Client, ns: &str, keep: &[&str]) -> anyhow::Result<Vec<String>>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let kind = K::kind(&K::DynamicType::default()).into_owned();
+    let list = Api::<K>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await?;
+    Ok(list
+        .items
+        .iter()
+        .filter_map(|o| o.meta().name.clone())
+        .filter(|n| !keep.contains(&n.as_str()))
+        .map(|n| format!("{kind} {ns}/{n}"))
+        .collect())
+}
+
 /// What the components made at run time and did not remove: the root certificate ConfigMaps
 /// istiod publishes in every namespace, webhook configurations, and anything but the defaults in
 /// the mesh's namespace.
@@ -259,92 +281,15 @@ async fn runtime_leftovers(client: &Client, ns: &str) -> anyhow::Result<Vec<Stri
             left.push(format!("MutatingWebhookConfiguration {name}"));
         }
     }
-    let names = |kind: &str, items: Vec<Option<String>>, keep: &[&str]| -> Vec<String> {
-        items
-            .into_iter()
-            .flatten()
-            .filter(|n| !keep.contains(&n.as_str()))
-            .map(|n| format!("{kind} {ns}/{n}"))
-            .collect()
-    };
-    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-    left.extend(names(
-        "ConfigMap",
-        cms.list(&lp)
-            .await?
-            .items
-            .into_iter()
-            .map(|o| o.metadata.name)
-            .collect(),
-        &["kube-root-ca.crt", "istio-ca-root-cert"],
-    ));
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    left.extend(names(
-        "Secret",
-        secrets
-            .list(&lp)
-            .await?
-            .items
-            .into_iter()
-            .map(|o| o.metadata.name)
-            .collect(),
-        &[],
-    ));
-    let leases: Api<Lease> = Api::namespaced(client.clone(), ns);
-    left.extend(names(
-        "Lease",
-        leases
-            .list(&lp)
-            .await?
-            .items
-            .into_iter()
-            .map(|o| o.metadata.name)
-            .collect(),
-        &[],
-    ));
-    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
-    left.extend(names(
-        "ServiceAccount",
-        sas.list(&lp)
-            .await?
-            .items
-            .into_iter()
-            .map(|o| o.metadata.name)
-            .collect(),
-        &["default"],
-    ));
-    let svcs: Api<Service> = Api::namespaced(client.clone(), ns);
-    left.extend(names(
-        "Service",
-        svcs.list(&lp)
-            .await?
-            .items
-            .into_iter()
-            .map(|o| o.metadata.name)
-            .collect(),
-        &[],
-    ));
-    let deps: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    left.extend(names(
-        "Deployment",
-        deps.list(&lp)
-            .await?
-            .items
-            .into_iter()
-            .map(|o| o.metadata.name)
-            .collect(),
-        &[],
-    ));
-    let dss: Api<DaemonSet> = Api::namespaced(client.clone(), ns);
-    left.extend(names(
-        "DaemonSet",
-        dss.list(&lp)
-            .await?
-            .items
-            .into_iter()
-            .map(|o| o.metadata.name)
-            .collect(),
-        &[],
-    ));
+    left.extend(
+        named_leftovers::<ConfigMap>(client, ns, &["kube-root-ca.crt", "istio-ca-root-cert"])
+            .await?,
+    );
+    left.extend(named_leftovers::<Secret>(client, ns, &[]).await?);
+    left.extend(named_leftovers::<Lease>(client, ns, &[]).await?);
+    left.extend(named_leftovers::<ServiceAccount>(client, ns, &["default"]).await?);
+    left.extend(named_leftovers::<Service>(client, ns, &[]).await?);
+    left.extend(named_leftovers::<Deployment>(client, ns, &[]).await?);
+    left.extend(named_leftovers::<DaemonSet>(client, ns, &[]).await?);
     Ok(left)
 }

@@ -79,15 +79,7 @@ pub fn facts(
     status: &ControlPlaneStatus,
 ) -> BTreeMap<ObjectKey, (Option<i64>, PolicyFacts)> {
     let issues = status_writer::issues_by_object(status);
-    let mut enforced: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for wp in status.waypoints() {
-        for policy in &wp.policies {
-            enforced
-                .entry(policy.clone())
-                .or_default()
-                .push(format!("{}/{}", wp.namespace, wp.name));
-        }
-    }
+    let enforced = status_writer::waypoints_listing(status, |wp| &wp.policies);
     let mut out = BTreeMap::new();
     for obj in snapshot.objects.values() {
         let targets_waypoint = match obj {

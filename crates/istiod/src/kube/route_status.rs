@@ -145,15 +145,7 @@ pub fn facts(
     status: &ControlPlaneStatus,
 ) -> BTreeMap<ObjectKey, (Option<i64>, RouteFacts)> {
     let issues = status_writer::issues_by_object(status);
-    let mut programmed: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for wp in status.waypoints() {
-        for route in &wp.routes {
-            programmed
-                .entry(route.clone())
-                .or_default()
-                .push(format!("{}/{}", wp.namespace, wp.name));
-        }
-    }
+    let programmed = status_writer::waypoints_listing(status, |wp| &wp.routes);
     let mut out = BTreeMap::new();
     for obj in snapshot.objects.values() {
         let parents = match obj {

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::kube::FIELD_MANAGER;
+use crate::model::WaypointStatus;
 use crate::status::ControlPlaneStatus;
 
 /// Longest wait for the projection of a snapshot before writing statuses anyway.
@@ -47,6 +48,23 @@ pub fn issues_by_object(status: &ControlPlaneStatus) -> BTreeMap<String, Vec<Str
         }
     }
     issues
+}
+
+/// The waypoints (`namespace/name`) naming each entry of `listed(waypoint)` (its policies, its
+/// routes).
+pub fn waypoints_listing(
+    status: &ControlPlaneStatus,
+    listed: impl Fn(&WaypointStatus) -> &[String],
+) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for wp in status.waypoints() {
+        for entry in listed(&wp) {
+            out.entry(entry.clone())
+                .or_default()
+                .push(format!("{}/{}", wp.namespace, wp.name));
+        }
+    }
+    out
 }
 
 /// The statuses on the API server of every object of `kinds`.
